@@ -1,0 +1,1 @@
+//! confab-core (being written).

@@ -1,0 +1,1 @@
+//! confab-net (being written).

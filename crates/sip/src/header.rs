@@ -1,0 +1,346 @@
+//! Headers: the raw list kept in wire order, and typed views of the headers Confab reads.
+//!
+//! A [`Headers`] list stores each header line's value as text (folding already unfolded), so
+//! unknown headers re-serialise untouched. Typed values ([`Via`], [`NameAddr`], [`CSeq`]) are
+//! parsed from that text on demand; the message parser has already checked that the mandatory
+//! ones parse.
+
+use std::fmt;
+
+use crate::message::Method;
+use crate::uri::{Host, Uri};
+use crate::ParseError;
+
+/// A header name. Compact forms (`v`, `f`, `t`, `i`, `m`, `l`, `c`, `k`, `s`, `e`, `o`, `u`,
+/// `r`, `b`, `x`, `y`) parse to the full name; unknown names keep their original spelling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HeaderName {
+    Via,
+    From,
+    To,
+    CallId,
+    CSeq,
+    Contact,
+    MaxForwards,
+    Expires,
+    MinExpires,
+    ContentLength,
+    ContentType,
+    ContentEncoding,
+    Authorization,
+    ProxyAuthorization,
+    WwwAuthenticate,
+    ProxyAuthenticate,
+    AuthenticationInfo,
+    Route,
+    RecordRoute,
+    Path,
+    Allow,
+    Supported,
+    Require,
+    ProxyRequire,
+    Unsupported,
+    UserAgent,
+    Server,
+    Date,
+    Event,
+    Subject,
+    ReferTo,
+    ReferredBy,
+    SessionExpires,
+    MinSe,
+    Reason,
+    RetryAfter,
+    Warning,
+    Timestamp,
+    /// Any other header, with the name as it appeared on the wire.
+    Other(String),
+}
+
+impl HeaderName {
+    /// Parses a header name (case-insensitive, compact forms expanded).
+    pub fn parse(name: &str) -> Self {
+        crate::parse::header_name(name)
+    }
+
+    /// The canonical spelling written on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Via => "Via",
+            Self::From => "From",
+            Self::To => "To",
+            Self::CallId => "Call-ID",
+            Self::CSeq => "CSeq",
+            Self::Contact => "Contact",
+            Self::MaxForwards => "Max-Forwards",
+            Self::Expires => "Expires",
+            Self::MinExpires => "Min-Expires",
+            Self::ContentLength => "Content-Length",
+            Self::ContentType => "Content-Type",
+            Self::ContentEncoding => "Content-Encoding",
+            Self::Authorization => "Authorization",
+            Self::ProxyAuthorization => "Proxy-Authorization",
+            Self::WwwAuthenticate => "WWW-Authenticate",
+            Self::ProxyAuthenticate => "Proxy-Authenticate",
+            Self::AuthenticationInfo => "Authentication-Info",
+            Self::Route => "Route",
+            Self::RecordRoute => "Record-Route",
+            Self::Path => "Path",
+            Self::Allow => "Allow",
+            Self::Supported => "Supported",
+            Self::Require => "Require",
+            Self::ProxyRequire => "Proxy-Require",
+            Self::Unsupported => "Unsupported",
+            Self::UserAgent => "User-Agent",
+            Self::Server => "Server",
+            Self::Date => "Date",
+            Self::Event => "Event",
+            Self::Subject => "Subject",
+            Self::ReferTo => "Refer-To",
+            Self::ReferredBy => "Referred-By",
+            Self::SessionExpires => "Session-Expires",
+            Self::MinSe => "Min-SE",
+            Self::Reason => "Reason",
+            Self::RetryAfter => "Retry-After",
+            Self::Warning => "Warning",
+            Self::Timestamp => "Timestamp",
+            Self::Other(name) => name,
+        }
+    }
+
+    /// Whether several values of this header may share one line separated by commas
+    /// (RFC 3261 §7.3.1). Headers whose values contain unquoted commas (WWW-Authenticate,
+    /// Authorization, Date...) are not.
+    pub fn is_list(&self) -> bool {
+        matches!(
+            self,
+            Self::Via
+                | Self::Contact
+                | Self::Route
+                | Self::RecordRoute
+                | Self::Path
+                | Self::Allow
+                | Self::Supported
+                | Self::Require
+                | Self::ProxyRequire
+                | Self::Unsupported
+                | Self::ContentEncoding
+                | Self::Warning
+                | Self::Reason
+        )
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One header line: its name and its value text (unfolded, surrounding whitespace trimmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: HeaderName,
+    pub value: String,
+}
+
+/// The headers of a message, in wire order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<Header>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The value of the first line with this name.
+    pub fn get(&self, name: &HeaderName) -> Option<&str> {
+        self.0.iter().find(|h| &h.name == name).map(|h| h.value.as_str())
+    }
+
+    /// Every line with this name, in order (not split at commas).
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |h| &h.name == name).map(|h| h.value.as_str())
+    }
+
+    /// Every value of a list header, split at commas outside quotes and `<>` across all lines
+    /// with this name, each trimmed.
+    pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name).flat_map(crate::parse::split_list)
+    }
+
+    /// Appends a header line.
+    pub fn push(&mut self, name: HeaderName, value: impl Into<String>) {
+        self.0.push(Header { name, value: value.into() });
+    }
+
+    /// Inserts a header line before every other one (e.g. a new top Via).
+    pub fn push_front(&mut self, name: HeaderName, value: impl Into<String>) {
+        self.0.insert(0, Header { name, value: value.into() });
+    }
+
+    /// Replaces every line with this name by one line with this value (appended if absent).
+    pub fn set(&mut self, name: HeaderName, value: impl Into<String>) {
+        let value = value.into();
+        if let Some(pos) = self.0.iter().position(|h| h.name == name) {
+            self.0[pos].value = value;
+            let mut i = 0;
+            self.0.retain(|h| {
+                i += 1;
+                i - 1 <= pos || h.name != name
+            });
+        } else {
+            self.push(name, value);
+        }
+    }
+
+    /// Removes every line with this name.
+    pub fn remove(&mut self, name: &HeaderName) {
+        self.0.retain(|h| &h.name != name);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Header> {
+        self.0.iter()
+    }
+}
+
+/// `;name=value` parameters (URI, Via, name-addr). Names compare case-insensitively; values
+/// are kept as written (quoted values keep their quotes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(pub Vec<(String, Option<String>)>);
+
+impl Params {
+    /// `None` if absent, `Some(None)` if present without a value.
+    pub fn get(&self, name: &str) -> Option<Option<&str>> {
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// Sets (replacing) a parameter.
+    pub fn set(&mut self, name: &str, value: Option<String>) {
+        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name.to_owned(), value)),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+}
+
+impl fmt::Display for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, value) in &self.0 {
+            match value {
+                Some(v) => write!(f, ";{name}={v}")?,
+                None => write!(f, ";{name}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One Via value: `SIP/2.0/UDP host:port;params` (RFC 3261 §20.42).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// Upper-cased transport token: `UDP`, `TCP`, `TLS`, `WS`, `WSS`, `SCTP`...
+    pub transport: String,
+    pub host: Host,
+    pub port: Option<u16>,
+    pub params: Params,
+}
+
+impl Via {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        crate::parse::via(s)
+    }
+
+    /// The branch parameter, if any.
+    pub fn branch(&self) -> Option<&str> {
+        self.params.get("branch").flatten()
+    }
+
+    /// Whether the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with("z9hG4bK"))
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        if let Some(port) = self.port {
+            write!(f, ":{port}")?;
+        }
+        write!(f, "{}", self.params)
+    }
+}
+
+/// `"Display" <uri>;params` or `uri;params` (From, To, Contact, Route...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    /// Display name without surrounding quotes (escapes kept as on the wire).
+    pub display: Option<String>,
+    pub uri: Uri,
+    pub params: Params,
+}
+
+impl NameAddr {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        crate::parse::name_addr(s)
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.params.get("tag").flatten()
+    }
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.display {
+            write!(f, "\"{d}\" ")?;
+        }
+        write!(f, "<{}>{}", self.uri, self.params)
+    }
+}
+
+/// A Contact value: `*` (REGISTER removal of all bindings) or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactValue {
+    Star,
+    Addr(NameAddr),
+}
+
+impl ContactValue {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        if s.trim() == "*" {
+            Ok(Self::Star)
+        } else {
+            NameAddr::parse(s).map(Self::Addr)
+        }
+    }
+}
+
+/// `CSeq: 4711 INVITE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CSeq {
+    pub seq: u32,
+    pub method: Method,
+}
+
+impl CSeq {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        crate::parse::cseq(s)
+    }
+}
+
+impl fmt::Display for CSeq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.seq, self.method)
+    }
+}

@@ -1,0 +1,1 @@
+//! confab-store (being written).
