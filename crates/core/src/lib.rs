@@ -1,1 +1,2 @@
-//! confab-core (being written).
+//! Confab's PBX domain (being written).
+pub mod registrar;

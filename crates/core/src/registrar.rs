@@ -1,0 +1,1 @@
+//! Registrar and location service (being written).
