@@ -1,2 +1,19 @@
-//! Confab's PBX domain (being written).
+//! Confab's PBX domain: the request dispatcher ([`Endpoint`]), the digest authentication policy
+//! with failure counting and bans, and the registrar/location service.
+//!
+//! Sans-IO like `confab-sip`: nothing here reads a clock, sleeps, spawns or touches a socket.
+//! Time arrives as `Instant` arguments, bytes as slices, and answers leave as
+//! [`confab_sip::Transmit`]s appended to a caller's buffer. Confab never forwards a request it
+//! does not serve: it is not an open relay.
+
+mod auth;
+pub mod ban;
+pub mod config;
+pub mod directory;
+pub mod endpoint;
 pub mod registrar;
+
+pub use config::CoreConfig;
+pub use directory::{MemoryDirectory, UserCredential, UserDirectory};
+pub use endpoint::{Endpoint, EndpointStats};
+pub use registrar::{Authenticated, Registrar, RegistrarConfig};

@@ -1,1 +1,770 @@
 //! HTTP digest authentication for SIP (RFC 3261 §22, RFC 7616, RFC 8760).
+//!
+//! The pieces a registrar or proxy needs to challenge and check requests, and a client leg needs
+//! to answer a challenge:
+//!
+//! - [`ha1`], [`expected_response`], [`verify`]: the RFC 7616 §3.4.1 digest arithmetic for
+//!   `qop=auth` and for the RFC 2069 form without qop, with MD5 or SHA-256 (RFC 8760);
+//! - [`Challenge`] (the `WWW-Authenticate`/`Proxy-Authenticate` value) and [`Credentials`]
+//!   (the parsed `Authorization`/`Proxy-Authorization` value);
+//! - [`NonceManager`]: issues self-authenticating nonces and detects stale and replayed ones,
+//!   sans-IO (time is an argument).
+//!
+//! A server checks a request in this order, so that a wrong response never uses up a nonce:
+//!
+//! 1. `Credentials::parse` the header; pick the stored HA1 for its username, realm and algorithm
+//!    (answer unknown users with the same challenge as known ones);
+//! 2. `NonceManager::check(nonce, nc, now)`: `Stale` → challenge again with `stale=true`;
+//!    `Replayed` or `Unknown` → challenge again;
+//! 3. [`verify`] the response (and that `uri` names the Request-URI, RFC 2617 §3.2.2.5);
+//! 4. only then `NonceManager::commit` the [`NonceUse`] that `check` returned. A `false` from
+//!    `commit` means the same nonce count was used meanwhile: treat it as a replay.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use md5::Md5;
+use sha2::{Digest as _, Sha256};
+
+use crate::ParseError;
+
+/// A digest algorithm (RFC 7616 §3.3, RFC 8760 §2.3). Only the non-`-sess` variants: SIP
+/// clients do not use the session forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    /// The wire name: `MD5` or `SHA-256`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Md5 => "MD5",
+            Self::Sha256 => "SHA-256",
+        }
+    }
+
+    /// Parses a wire name, case-insensitively (RFC 7616 §3.3 tokens compare so).
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("MD5") {
+            Ok(Self::Md5)
+        } else if s.eq_ignore_ascii_case("SHA-256") {
+            Ok(Self::Sha256)
+        } else {
+            Err(ParseError::new("Unsupported digest algorithm"))
+        }
+    }
+
+    /// `H(p1:p2:...)` in lowercase hex, without building the joined string.
+    fn hash_hex(self, parts: &[&str]) -> String {
+        fn run<D: sha2::Digest>(parts: &[&str]) -> String {
+            let mut hasher = D::new();
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b":");
+                }
+                hasher.update(part.as_bytes());
+            }
+            hex::encode(hasher.finalize())
+        }
+        match self {
+            Self::Md5 => run::<Md5>(parts),
+            Self::Sha256 => run::<Sha256>(parts),
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::parse(s)
+    }
+}
+
+/// `H(username:realm:password)` in lowercase hex (RFC 7616 §3.4.2), what Confab stores instead
+/// of passwords.
+pub fn ha1(algorithm: Algorithm, username: &str, realm: &str, password: &str) -> String {
+    algorithm.hash_hex(&[username, realm, password])
+}
+
+/// The quality of protection a client chose (RFC 7616 §3.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Qop {
+    Auth,
+    /// Integrity over the body as well. Confab never offers it, and [`verify`] rejects it.
+    AuthInt,
+}
+
+impl Qop {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::AuthInt => "auth-int",
+        }
+    }
+}
+
+/// A digest challenge, the value of `WWW-Authenticate` (401) or `Proxy-Authenticate` (407),
+/// always offering `qop="auth"` (RFC 3261 §22.4 recommends it; RFC 7616 §3.3 requires it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub nonce: String,
+    pub opaque: Option<String>,
+    pub algorithm: Algorithm,
+    /// The nonce in the request was ours but expired: the client retries without asking the
+    /// user (RFC 7616 §3.3).
+    pub stale: bool,
+}
+
+impl fmt::Display for Challenge {
+    /// `Digest realm="..",nonce="..",opaque="..",algorithm=SHA-256,qop="auth"[,stale=true]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Digest realm={},nonce={}",
+            Quoted(&self.realm),
+            Quoted(&self.nonce)
+        )?;
+        if let Some(opaque) = &self.opaque {
+            write!(f, ",opaque={}", Quoted(opaque))?;
+        }
+        // RFC 7616 §3.3: algorithm is a token and qop a quoted list.
+        write!(f, ",algorithm={},qop=\"auth\"", self.algorithm)?;
+        if self.stale {
+            f.write_str(",stale=true")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a quoted-string, escaping `"` and `\` (RFC 3261 §25.1).
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            if c == '"' || c == '\\' {
+                f.write_str("\\")?;
+            }
+            write!(f, "{c}")?;
+        }
+        f.write_str("\"")
+    }
+}
+
+/// The parsed value of an `Authorization` or `Proxy-Authorization` header (RFC 3261 §22.4,
+/// RFC 7616 §3.4). Quoted values are unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    /// The `uri` parameter: the caller checks that it names the Request-URI.
+    pub uri: String,
+    /// The request digest, lowercase hex as sent.
+    pub response: String,
+    /// MD5 when the parameter is absent (RFC 7616 §3.4).
+    pub algorithm: Algorithm,
+    /// Present exactly when `qop` is.
+    pub cnonce: Option<String>,
+    /// The nonce count, parsed from hex; present exactly when `qop` is.
+    pub nc: Option<u32>,
+    pub qop: Option<Qop>,
+    pub opaque: Option<String>,
+}
+
+impl Credentials {
+    /// Parses a header value such as `Digest username="bob", realm="x", ...`.
+    ///
+    /// Parameters may come in any order with any spacing; names are case-insensitive; unknown
+    /// parameters are ignored; a known parameter given twice, a missing mandatory one (username,
+    /// realm, nonce, uri, response; cnonce and nc when qop is present), an unsupported algorithm
+    /// or qop, or a bad nc is an error. Without qop, any cnonce or nc is dropped: the response
+    /// does not cover them, so they must not drive replay detection.
+    pub fn parse(header_value: &str) -> Result<Self, ParseError> {
+        let mut c = Cursor {
+            s: header_value,
+            pos: 0,
+        };
+        c.skip_ws();
+        let scheme = c.token();
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return Err(ParseError::new("Not a Digest authorization"));
+        }
+        let mut fields = Fields::default();
+        for (name, value) in c.params()? {
+            let slot = match name.to_ascii_lowercase().as_str() {
+                "username" => &mut fields.username,
+                "realm" => &mut fields.realm,
+                "nonce" => &mut fields.nonce,
+                "uri" => &mut fields.uri,
+                "response" => &mut fields.response,
+                "algorithm" => &mut fields.algorithm,
+                "cnonce" => &mut fields.cnonce,
+                "nc" => &mut fields.nc,
+                "qop" => &mut fields.qop,
+                "opaque" => &mut fields.opaque,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(ParseError::new("Duplicate digest parameter"));
+            }
+        }
+        let missing = |name: &str| ParseError::new(format!("Missing digest parameter {name}"));
+        let algorithm = match fields.algorithm {
+            Some(a) => Algorithm::parse(&a)?,
+            None => Algorithm::Md5,
+        };
+        let qop = match fields.qop.as_deref() {
+            None => None,
+            Some(q) if q.eq_ignore_ascii_case("auth") => Some(Qop::Auth),
+            Some(q) if q.eq_ignore_ascii_case("auth-int") => Some(Qop::AuthInt),
+            Some(_) => return Err(ParseError::new("Unsupported qop")),
+        };
+        let (cnonce, nc) = if qop.is_some() {
+            let cnonce = fields.cnonce.ok_or_else(|| missing("cnonce"))?;
+            let nc = fields.nc.ok_or_else(|| missing("nc"))?;
+            (Some(cnonce), Some(parse_nc(&nc)?))
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            username: fields.username.ok_or_else(|| missing("username"))?,
+            realm: fields.realm.ok_or_else(|| missing("realm"))?,
+            nonce: fields.nonce.ok_or_else(|| missing("nonce"))?,
+            uri: fields.uri.ok_or_else(|| missing("uri"))?,
+            response: fields.response.ok_or_else(|| missing("response"))?,
+            algorithm,
+            cnonce,
+            nc,
+            qop,
+            opaque: fields.opaque,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    username: Option<String>,
+    realm: Option<String>,
+    nonce: Option<String>,
+    uri: Option<String>,
+    response: Option<String>,
+    algorithm: Option<String>,
+    cnonce: Option<String>,
+    nc: Option<String>,
+    qop: Option<String>,
+    opaque: Option<String>,
+}
+
+/// `nc-value = 8LHEX` (RFC 7616 §3.4); upper case and fewer digits are accepted.
+fn parse_nc(s: &str) -> Result<u32, ParseError> {
+    let bad = || ParseError::new("Bad digest nc");
+    if s.is_empty() || s.len() > 8 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    u32::from_str_radix(s, 16).map_err(|_| bad())
+}
+
+/// A cursor over an auth-param list (RFC 7235 §2.1). Positions only ever stop at ASCII
+/// delimiters, so slicing the `str` at them cannot split a character.
+struct Cursor<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            self.pos += 1;
+        }
+    }
+
+    /// A token (RFC 7230 §3.2.6 tchar), possibly empty.
+    fn token(&mut self) -> &'a str {
+        let start = self.pos;
+        while self
+            .peek()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            self.pos += 1;
+        }
+        &self.s[start..self.pos]
+    }
+
+    /// An unquoted value: liberal, anything up to a comma or whitespace (some clients send
+    /// `uri=sip:...` unquoted).
+    fn bare_value(&mut self) -> &'a str {
+        let start = self.pos;
+        while self
+            .peek()
+            .is_some_and(|b| !matches!(b, b',' | b' ' | b'\t' | b'\r' | b'\n' | b'"'))
+        {
+            self.pos += 1;
+        }
+        &self.s[start..self.pos]
+    }
+
+    /// A quoted-string starting at the opening quote, unescaped (RFC 3261 §25.1 quoted-pair).
+    fn quoted(&mut self) -> Result<String, ParseError> {
+        let unterminated = || ParseError::new("Unterminated quoted string");
+        self.pos += 1;
+        let rest = &self.s[self.pos..];
+        let mut out = String::new();
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    self.pos += i + 1;
+                    return Ok(out);
+                }
+                '\\' => out.push(chars.next().ok_or_else(unterminated)?.1),
+                c => out.push(c),
+            }
+        }
+        Err(unterminated())
+    }
+
+    /// `name = value` pairs separated by commas (empty elements allowed, RFC 7230 §7).
+    fn params(&mut self) -> Result<Vec<(&'a str, String)>, ParseError> {
+        let mut out = Vec::new();
+        loop {
+            self.skip_ws();
+            while self.peek() == Some(b',') {
+                self.pos += 1;
+                self.skip_ws();
+            }
+            if self.peek().is_none() {
+                return Ok(out);
+            }
+            let name = self.token();
+            if name.is_empty() {
+                return Err(ParseError::new("Bad digest parameter"));
+            }
+            self.skip_ws();
+            if self.peek() != Some(b'=') {
+                return Err(ParseError::new("Digest parameter without value"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let value = if self.peek() == Some(b'"') {
+                self.quoted()?
+            } else {
+                self.bare_value().to_owned()
+            };
+            out.push((name, value));
+            self.skip_ws();
+            match self.peek() {
+                None | Some(b',') => {}
+                Some(_) => return Err(ParseError::new("Expected comma between digest parameters")),
+            }
+        }
+    }
+}
+
+/// The request digest the credentials should carry (RFC 7616 §3.4.1; RFC 2069 form without qop):
+///
+/// - `qop=auth`: `H(HA1:nonce:nc:cnonce:auth:H(method:uri))`, nc as 8 lowercase hex digits;
+/// - no qop: `H(HA1:nonce:H(method:uri))`;
+/// - `qop=auth-int` is computed over an empty body (`H(method:uri:H(""))`).
+pub fn expected_response(
+    alg: Algorithm,
+    ha1_hex: &str,
+    method: &str,
+    creds: &Credentials,
+) -> String {
+    let ha1 = ha1_hex.to_ascii_lowercase();
+    match creds.qop {
+        None => {
+            let ha2 = alg.hash_hex(&[method, &creds.uri]);
+            alg.hash_hex(&[&ha1, &creds.nonce, &ha2])
+        }
+        Some(qop) => {
+            let ha2 = match qop {
+                Qop::Auth => alg.hash_hex(&[method, &creds.uri]),
+                Qop::AuthInt => alg.hash_hex(&[method, &creds.uri, &alg.hash_hex(&[""])]),
+            };
+            let nc = format!("{:08x}", creds.nc.unwrap_or(0));
+            let cnonce = creds.cnonce.as_deref().unwrap_or("");
+            alg.hash_hex(&[&ha1, &creds.nonce, &nc, cnonce, qop.as_str(), &ha2])
+        }
+    }
+}
+
+/// Whether `creds.response` is right for `method` and the stored `ha1_hex` (which must be the
+/// HA1 for `creds.algorithm`, username and realm). Compares in constant time. `auth-int` is
+/// rejected: this function does not see the body.
+///
+/// This checks the arithmetic only; nonce freshness is [`NonceManager`]'s job.
+pub fn verify(creds: &Credentials, method: &str, ha1_hex: &str) -> bool {
+    if creds.qop == Some(Qop::AuthInt) {
+        return false;
+    }
+    let expected = expected_response(creds.algorithm, ha1_hex, method, creds);
+    constant_time_eq(
+        expected.as_bytes(),
+        creds.response.to_ascii_lowercase().as_bytes(),
+    )
+}
+
+/// Compares two byte strings without an early exit on the first difference. Lengths are not
+/// secret (every digest of one algorithm has the same length).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff = std::hint::black_box(diff | (x ^ y));
+    }
+    diff == 0
+}
+
+/// The `Authorization` header value answering a challenge, for Confab's own client legs.
+///
+/// With a `cnonce` it uses `qop=auth` and `nc` (RFC 7616 §3.4); without, the RFC 2069 form for
+/// challenges that offered no qop (`nc` is then ignored).
+#[allow(clippy::too_many_arguments)]
+pub fn client_authorization(
+    alg: Algorithm,
+    username: &str,
+    password: &str,
+    realm: &str,
+    nonce: &str,
+    method: &str,
+    uri: &str,
+    cnonce: Option<&str>,
+    nc: u32,
+    opaque: Option<&str>,
+) -> String {
+    let ha1 = ha1(alg, username, realm, password);
+    let creds = Credentials {
+        username: username.to_owned(),
+        realm: realm.to_owned(),
+        nonce: nonce.to_owned(),
+        uri: uri.to_owned(),
+        response: String::new(),
+        algorithm: alg,
+        cnonce: cnonce.map(str::to_owned),
+        nc: cnonce.map(|_| nc),
+        qop: cnonce.map(|_| Qop::Auth),
+        opaque: opaque.map(str::to_owned),
+    };
+    let response = expected_response(alg, &ha1, method, &creds);
+    let mut out = format!(
+        "Digest username={},realm={},nonce={},uri={},response={},algorithm={}",
+        Quoted(username),
+        Quoted(realm),
+        Quoted(nonce),
+        Quoted(uri),
+        Quoted(&response),
+        alg
+    );
+    if let Some(cnonce) = cnonce {
+        // RFC 7616 §3.4: qop and nc are never quoted.
+        out.push_str(&format!(",cnonce={},nc={nc:08x},qop=auth", Quoted(cnonce)));
+    }
+    if let Some(opaque) = opaque {
+        out.push_str(&format!(",opaque={}", Quoted(opaque)));
+    }
+    out
+}
+
+/// The verdict of [`NonceManager::check`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub enum NonceCheck {
+    /// Ours, fresh, and this nonce count is new. Verify the response, then `commit` this.
+    Valid(NonceUse),
+    /// Ours but past its lifetime, or no longer tracked: challenge again with `stale=true`.
+    Stale,
+    /// This nonce count (or, without qop, this nonce) was already used.
+    Replayed,
+    /// Not a nonce we issued (forged, corrupted, or issued under another secret).
+    Unknown,
+}
+
+/// Permission to record one use of a nonce, handed out by [`NonceManager::check`] and spent by
+/// [`NonceManager::commit`]. Not `Clone`: one check, one commit.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "commit it once the response verified"]
+pub struct NonceUse {
+    counter: u64,
+    issued_ms: u64,
+    nc: Option<u32>,
+}
+
+/// Issues and checks digest nonces, sans-IO.
+///
+/// A nonce is 64 hex digits: an issue counter, the issue time in milliseconds since `epoch`, and
+/// an HMAC-SHA-256 tag over both (truncated to 128 bits) keyed with the secret. A nonce with a bad
+/// tag is `Unknown` without any lookup; one older than `lifetime` is `Stale`. The most recent
+/// `max_tracked` nonces are remembered with the highest nonce count used so far, so that a
+/// replayed count is caught (RFC 7616 §3.3, §5.12); when more are issued the oldest is forgotten
+/// and answered `Stale` from then on, so a flood of challenges costs bounded memory and at worst
+/// makes clients re-authenticate.
+///
+/// Give each process a fresh random secret: nonces are tied to `epoch`, an `Instant` of this
+/// process, so nonces issued by an earlier run must not validate.
+#[derive(Debug)]
+pub struct NonceManager {
+    secret: [u8; 32],
+    lifetime: Duration,
+    max_tracked: usize,
+    epoch: Instant,
+    next_counter: u64,
+    tracked: BTreeMap<u64, Tracked>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    issued_ms: u64,
+    issued_at: Instant,
+    usage: Usage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Usage {
+    Fresh,
+    /// Used with qop; the highest nonce count seen.
+    Counted(u32),
+    /// Used without qop: RFC 2069 responses carry no count, so the nonce is good once.
+    Spent,
+}
+
+impl Usage {
+    /// Whether a use with `nc` may follow the uses so far: counts strictly increase from 1.
+    fn allows(self, nc: Option<u32>) -> bool {
+        match (self, nc) {
+            (_, Some(0)) => false,
+            (Self::Fresh, _) => true,
+            (Self::Counted(highest), Some(nc)) => nc > highest,
+            (Self::Counted(_), None) | (Self::Spent, _) => false,
+        }
+    }
+}
+
+const NONCE_PAYLOAD: usize = 16;
+const NONCE_TAG: usize = 16;
+
+impl NonceManager {
+    /// `secret` keys the nonce MAC (take it from a CSPRNG at start-up); nonces live `lifetime`;
+    /// at most `max_tracked` (at least 1) are remembered for replay detection; `epoch` is any
+    /// `Instant` not later than the first `issue`, typically the start of the process.
+    pub fn new(secret: [u8; 32], lifetime: Duration, max_tracked: usize, epoch: Instant) -> Self {
+        Self {
+            secret,
+            lifetime,
+            max_tracked: max_tracked.max(1),
+            epoch,
+            next_counter: 0,
+            tracked: BTreeMap::new(),
+        }
+    }
+
+    /// A new nonce, valid from `now` for the lifetime.
+    pub fn issue(&mut self, now: Instant) -> String {
+        let counter = self.next_counter;
+        self.next_counter += 1;
+        let issued_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let mut payload = [0u8; NONCE_PAYLOAD];
+        payload[..8].copy_from_slice(&counter.to_be_bytes());
+        payload[8..].copy_from_slice(&issued_ms.to_be_bytes());
+        let tag = hmac_sha256(&self.secret, &payload);
+        let mut nonce = hex::encode(payload);
+        nonce.push_str(&hex::encode(&tag[..NONCE_TAG]));
+        self.tracked.insert(
+            counter,
+            Tracked {
+                issued_ms,
+                issued_at: now,
+                usage: Usage::Fresh,
+            },
+        );
+        while self.tracked.len() > self.max_tracked {
+            self.tracked.pop_first();
+        }
+        nonce
+    }
+
+    /// A challenge with a freshly issued nonce.
+    pub fn challenge(
+        &mut self,
+        realm: &str,
+        algorithm: Algorithm,
+        stale: bool,
+        now: Instant,
+    ) -> Challenge {
+        Challenge {
+            realm: realm.to_owned(),
+            nonce: self.issue(now),
+            opaque: None,
+            algorithm,
+            stale,
+        }
+    }
+
+    /// Checks `nonce` with nonce count `nc` (`None` when the credentials carry no qop) at `now`.
+    /// Changes nothing: record the use with [`Self::commit`] after the response verified.
+    pub fn check(&self, nonce: &str, nc: Option<u32>, now: Instant) -> NonceCheck {
+        let Some((counter, issued_ms)) = self.decode(nonce) else {
+            return NonceCheck::Unknown;
+        };
+        let Some(issued) = self.epoch.checked_add(Duration::from_millis(issued_ms)) else {
+            return NonceCheck::Unknown;
+        };
+        if now.saturating_duration_since(issued) > self.lifetime {
+            return NonceCheck::Stale;
+        }
+        match self.tracked.get(&counter) {
+            // Forgotten to bound memory, or issued by an earlier run with the same secret.
+            None => NonceCheck::Stale,
+            Some(t) if t.issued_ms != issued_ms => NonceCheck::Stale,
+            Some(t) if !t.usage.allows(nc) => NonceCheck::Replayed,
+            Some(_) => NonceCheck::Valid(NonceUse {
+                counter,
+                issued_ms,
+                nc,
+            }),
+        }
+    }
+
+    /// Records a use that `check` allowed and whose response verified. Returns false if the
+    /// use is no longer allowed (the same count was committed since the check): a replay, which
+    /// the caller rejects. A nonce forgotten since the check is accepted; it can never be
+    /// `Valid` again.
+    #[must_use]
+    pub fn commit(&mut self, used: NonceUse) -> bool {
+        let Some(t) = self.tracked.get_mut(&used.counter) else {
+            return true;
+        };
+        if t.issued_ms != used.issued_ms || !t.usage.allows(used.nc) {
+            return false;
+        }
+        t.usage = match used.nc {
+            Some(nc) => Usage::Counted(nc),
+            None => Usage::Spent,
+        };
+        true
+    }
+
+    /// Forgets nonces past their lifetime (they are `Stale` from then on without any memory).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Counters grow with issue time, so the expired ones are at the front.
+        while let Some((_, t)) = self.tracked.first_key_value() {
+            if now.saturating_duration_since(t.issued_at) > self.lifetime {
+                self.tracked.pop_first();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// When the oldest tracked nonce expires.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let (_, t) = self.tracked.first_key_value()?;
+        // Strictly after the lifetime, matching `check`.
+        t.issued_at
+            .checked_add(self.lifetime)?
+            .checked_add(Duration::from_millis(1))
+    }
+
+    /// How many nonces are tracked for replay detection.
+    pub fn tracked(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// The counter and issue time of a nonce we issued, or `None` if it is not one of ours.
+    fn decode(&self, nonce: &str) -> Option<(u64, u64)> {
+        if nonce.len() != 2 * (NONCE_PAYLOAD + NONCE_TAG) {
+            return None;
+        }
+        let bytes = hex::decode(nonce).ok()?;
+        let (payload, tag) = bytes.split_at(NONCE_PAYLOAD);
+        let expected = hmac_sha256(&self.secret, payload);
+        if !constant_time_eq(&expected[..NONCE_TAG], tag) {
+            return None;
+        }
+        let counter = u64::from_be_bytes(payload[..8].try_into().ok()?);
+        let issued_ms = u64::from_be_bytes(payload[8..].try_into().ok()?);
+        Some((counter, issued_ms))
+    }
+}
+
+/// HMAC-SHA-256 (RFC 2104) over `msg`.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block_key = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block_key[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block_key[..key.len()].copy_from_slice(key);
+    }
+    let mut ipad = [0x36u8; BLOCK];
+    let mut opad = [0x5cu8; BLOCK];
+    for i in 0..BLOCK {
+        ipad[i] ^= block_key[i];
+        opad[i] ^= block_key[i];
+    }
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(opad)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_sha256_rfc4231_test_case_2() {
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    #[test]
+    fn cursor_never_panics_on_odd_input() {
+        for s in [
+            "Digest",
+            "Digest ,,,",
+            "Digest a",
+            "Digest a=\"\\",
+            "Digest é=é",
+            "Digest a=\"é\\é\"",
+        ] {
+            let _ = Credentials::parse(s);
+        }
+    }
+}

@@ -13,7 +13,11 @@ use crate::ParseError;
 
 /// A header name. Compact forms (`v`, `f`, `t`, `i`, `m`, `l`, `c`, `k`, `s`, `e`, `o`, `u`,
 /// `r`, `b`, `x`, `y`) parse to the full name; unknown names keep their original spelling.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Header names are case-insensitive (RFC 3261 §7.3.1), so two `Other` names are equal (and
+/// hash alike) when they differ only in ASCII case. Build names with [`HeaderName::parse`]:
+/// `Other("Via")` is not `Via`.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum HeaderName {
     Via,
@@ -129,6 +133,28 @@ impl HeaderName {
                 | Self::Warning
                 | Self::Reason
         )
+    }
+}
+
+impl PartialEq for HeaderName {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Other(a), Self::Other(b)) => a.eq_ignore_ascii_case(b),
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for HeaderName {}
+
+impl std::hash::Hash for HeaderName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        if let Self::Other(name) = self {
+            for b in name.bytes() {
+                state.write_u8(b.to_ascii_lowercase());
+            }
+        }
     }
 }
 
@@ -342,5 +368,67 @@ impl CSeq {
 impl fmt::Display for CSeq {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.seq, self.method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn other_names_compare_case_insensitively() {
+        let a = HeaderName::parse("X-Foo");
+        let b = HeaderName::parse("x-fOO");
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "X-Foo");
+        let set: HashSet<_> = [a, b, HeaderName::Via, HeaderName::parse("v")].into_iter().collect();
+        assert_eq!(set.len(), 2);
+        assert_ne!(HeaderName::Other("Via".into()), HeaderName::Via);
+    }
+
+    #[test]
+    fn list_values_split_across_lines() {
+        let mut h = Headers::new();
+        h.push(HeaderName::Contact, r#""Doe, J" <sip:j@a.example.com>;q=0.5, <sip:k,l@b.example.com;x=1>"#);
+        h.push(HeaderName::Contact, "sip:l@c.example.com");
+        let v: Vec<_> = h.values(&HeaderName::Contact).collect();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0], r#""Doe, J" <sip:j@a.example.com>;q=0.5"#);
+        assert!(matches!(ContactValue::parse(v[1]), Ok(ContactValue::Addr(_))));
+        assert_eq!(ContactValue::parse(" * "), Ok(ContactValue::Star));
+        assert_eq!(h.get_all(&HeaderName::Contact).count(), 2);
+    }
+
+    #[test]
+    fn set_replaces_all_lines_and_remove_drops_them() {
+        let mut h = Headers::new();
+        h.push(HeaderName::Via, "a");
+        h.push(HeaderName::To, "t");
+        h.push(HeaderName::Via, "b");
+        h.set(HeaderName::Via, "c");
+        assert_eq!(h.get_all(&HeaderName::Via).collect::<Vec<_>>(), ["c"]);
+        h.push_front(HeaderName::Via, "top");
+        assert_eq!(h.get(&HeaderName::Via), Some("top"));
+        h.remove(&HeaderName::Via);
+        assert_eq!(h.iter().count(), 1);
+    }
+
+    #[test]
+    fn typed_values_display_and_reparse() {
+        let v = Via::parse("SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKabc;received=192.0.2.1").unwrap();
+        assert_eq!(v.to_string(), "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKabc;received=192.0.2.1");
+        assert_eq!(Via::parse(&v.to_string()).unwrap(), v);
+        let n = NameAddr::parse("A <sip:a@example.com>;tag=x").unwrap();
+        assert_eq!(n.to_string(), "\"A\" <sip:a@example.com>;tag=x");
+        let c = CSeq::parse("1 REGISTER").unwrap();
+        assert_eq!(CSeq::parse(&c.to_string()).unwrap(), c);
+        let mut p = Params::default();
+        p.set("lr", None);
+        p.set("LR", Some("1".into()));
+        assert_eq!(p.to_string(), ";lr=1");
+        p.remove("Lr");
+        assert!(!p.contains("lr"));
     }
 }

@@ -5,6 +5,10 @@
 //! that parses, From and To that parse, a Call-ID, a CSeq that parses (and whose method matches
 //! the request line), and a body whose length equals Content-Length when one is given. The
 //! accessors below therefore only fail on messages built or edited by hand.
+//!
+//! Content-Length is not kept in `headers` of a parsed message: it is derived from `body`, and the
+//! serialiser always writes exactly one, matching the body (any Content-Length line put into
+//! `headers` by hand is ignored when serialising).
 
 use std::fmt;
 
@@ -191,6 +195,72 @@ impl Message {
             Self::Response(r) => r.to_bytes(),
         }
     }
+
+    /// The headers, whichever kind of message this is.
+    pub fn headers(&self) -> &Headers {
+        match self {
+            Self::Request(r) => &r.headers,
+            Self::Response(r) => &r.headers,
+        }
+    }
+}
+
+/// Best effort for a request that [`Message::parse`] refused: if the start line looks like a
+/// request, the Via, From, To, Call-ID and CSeq lines that are present, as raw text, so the
+/// server can still answer with the error's status (RFC 3261 §8.2.6.2 copies these into the
+/// response). Returns `None` when the bytes do not look like a request (e.g. a response, which
+/// is dropped). Never panics.
+pub fn recover_request_headers(bytes: &[u8]) -> Option<Headers> {
+    crate::parse::recover_request_headers(bytes)
+}
+
+/// Checks of RFC 4475 that the parser leaves to the application, because they depend on what
+/// the element supports or on its role. A message reaching the application has passed the
+/// parser; this function only documents the remaining checks and returns their list (RFC 4475
+/// section, file name, expected behaviour) for tests.
+///
+/// - §3.3.2/§3.3.3 `unkscm`, `novelsc`: a Request-URI scheme the element does not serve
+///   ([`Uri::Other`]) gets 416 Unsupported URI Scheme (RFC 3261 §8.2.2.1).
+/// - §3.3.4 `unksm2`: unknown schemes in To/From/Contact parse as [`Uri::Other`]; a registrar
+///   refuses a Contact or To it cannot use (400 or 416); otherwise they are passed through.
+/// - §3.3.5 `bext01`: option tags of Require that the UAS does not support get 420 Bad Extension
+///   with an Unsupported header; a proxy checks Proxy-Require the same way (RFC 3261 §8.2.2.3).
+/// - §3.3.6 `invut`: a body of an unsupported Content-Type gets 415 Unsupported Media Type with
+///   Accept (RFC 3261 §8.2.3).
+/// - §3.3.7 `regaut01`: an Authorization of an unknown scheme is treated as no credentials:
+///   401 with a challenge.
+/// - §3.3.10 `bcast`: a response whose Via list has more than one value when this element added
+///   one, or whose sent-by is not ours, is dropped (RFC 3261 §18.1.2), never sent to a
+///   broadcast address.
+/// - §3.3.11 `zeromf`: Max-Forwards 0 on a request to be forwarded gets 483 Too Many Hops
+///   (RFC 3261 §16.3); a UAS may answer OPTIONS itself (§11).
+/// - §3.3.12/§3.3.13 `cparam01`, `cparam02`: the registrar stores the URI parameter with the
+///   binding (cparam02) but the header parameter (cparam01) is not part of the URI.
+/// - §3.3.14 `regescrt`: a Contact URI with escaped headers is stored as is (escaped).
+/// - §3.3.15 `sdp01`: an Accept that lists no type the UAS can answer with gets 406 Not
+///   Acceptable; a body type it does not understand gets 415.
+/// - §3.2.1 `badbranch`: a branch that is only the magic cookie is still an RFC 3261 branch
+///   (see [`Via::has_rfc3261_branch`]); transaction matching uses it as is.
+/// - §3.4.1 `inv2543`: no branch cookie: transactions are matched by the RFC 2543 rules
+///   (RFC 3261 §17.2.3); a missing Max-Forwards is treated as 70.
+/// - RFC 5118 §4.4 `port-ambiguous`: `[2001:db8::10:5070]` is an IPv6 host without port.
+pub fn application_checks() -> &'static [(&'static str, &'static str, &'static str)] {
+    &[
+        ("3.3.2", "unkscm", "416 Unsupported URI Scheme"),
+        ("3.3.3", "novelsc", "416 Unsupported URI Scheme"),
+        ("3.3.4", "unksm2", "registrar: 400/416 for a Contact or To it cannot use"),
+        ("3.3.5", "bext01", "420 Bad Extension with Unsupported"),
+        ("3.3.6", "invut", "415 Unsupported Media Type with Accept"),
+        ("3.3.7", "regaut01", "401 with a challenge"),
+        ("3.3.10", "bcast", "drop the response"),
+        ("3.3.11", "zeromf", "483 Too Many Hops when forwarding"),
+        ("3.3.12", "cparam01", "accept; header parameter not in the binding URI"),
+        ("3.3.13", "cparam02", "accept; URI parameter kept in the binding"),
+        ("3.3.14", "regescrt", "accept; store the escaped URI headers"),
+        ("3.3.15", "sdp01", "406 Not Acceptable"),
+        ("3.2.1", "badbranch", "accept; branch is the cookie alone"),
+        ("3.4.1", "inv2543", "accept; RFC 2543 transaction matching"),
+    ]
 }
 
 /// Accessors shared by requests and responses.
@@ -269,5 +339,55 @@ impl Response {
     /// Serialises the response (Content-Length rewritten to match the body).
     pub fn to_bytes(&self) -> Vec<u8> {
         crate::parse::serialize_response(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTER: &[u8] = b"REGISTER sip:registrar.biloxi.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP bobspc.biloxi.com:5060;branch=z9hG4bKnashds7\r\n\
+        Max-Forwards: 70\r\n\
+        To: Bob <sip:bob@biloxi.com>\r\n\
+        From: Bob <sip:bob@biloxi.com>;tag=456248\r\n\
+        Call-ID: 843817637684230@998sdasdh09\r\n\
+        CSeq: 1826 REGISTER\r\n\
+        Contact: <sip:bob@192.0.2.4>\r\n\
+        Expires: 7200\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn accessors_of_a_parsed_request() {
+        let Ok(Message::Request(r)) = Message::parse(REGISTER, true) else { panic!("must parse") };
+        assert_eq!(r.method, Method::Register);
+        assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKnashds7"));
+        assert_eq!(r.from_header().unwrap().tag(), Some("456248"));
+        assert_eq!(r.to_header().unwrap().tag(), None);
+        assert_eq!(r.call_id(), "843817637684230@998sdasdh09");
+        assert_eq!(r.cseq().unwrap().method, Method::Register);
+        assert_eq!(r.to_bytes(), REGISTER);
+    }
+
+    #[test]
+    fn response_for_request_copies_and_serialises() {
+        let Ok(Message::Request(r)) = Message::parse(REGISTER, true) else { panic!("must parse") };
+        let resp = Response::for_request(&r, 200, None);
+        assert_eq!(resp.reason, "OK");
+        let bytes = resp.to_bytes();
+        let Ok(Message::Response(back)) = Message::parse(&bytes, true) else { panic!("must parse") };
+        assert_eq!(back, resp);
+        assert!(bytes.starts_with(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP bobspc.biloxi.com:5060;"));
+        assert_eq!(Message::Response(back).headers().get(&HeaderName::Contact), None);
+    }
+
+    #[test]
+    fn recovery_and_application_checks() {
+        let broken = [&REGISTER[..REGISTER.len() - 4], b"\r\nCSeq: 1 INVITE\r\n\r\n"].concat();
+        let e = Message::parse(&broken, true).unwrap_err();
+        assert_eq!(e.status, 400);
+        let h = recover_request_headers(&broken).unwrap();
+        assert_eq!(h.get_all(&HeaderName::CSeq).count(), 2);
+        assert!(application_checks().iter().any(|(_, file, _)| *file == "unkscm"));
     }
 }

@@ -115,3 +115,43 @@ impl fmt::Display for Host {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "sip:alice@atlanta.com",
+            "sips:alice:pw@atlanta.com:5061;transport=tcp;lr?subject=project%20x&priority=urgent",
+            "sip:[2001:db8::10]:5070",
+            "sip:ted@[::ffff:192.0.2.2]",
+            "sip:192.0.2.1;maddr=239.255.255.1;ttl=15",
+            "sip:user;par=u%40example.net@example.com",
+            "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
+            "tel:+1-201-555-0123;phone-context=example.com",
+            "nobodyKnowsThisScheme:totallyopaquecontent",
+            "soap.beep://192.0.2.103:3002",
+        ] {
+            let u = Uri::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(u.to_string(), s);
+            assert_eq!(Uri::parse(&u.to_string()).unwrap(), u);
+        }
+    }
+
+    #[test]
+    fn normalises_scheme_and_host_case() {
+        let u = Uri::parse("SIP:Alice@AtLanTa.COM").unwrap();
+        assert_eq!(u.to_string(), "sip:Alice@atlanta.com");
+    }
+
+    #[test]
+    fn escaped_user_compares_decoded() {
+        let Uri::Sip(u) = Uri::parse("sip:%75se%72@example.com").unwrap() else { panic!("sip") };
+        assert_eq!(u.user.as_deref(), Some("%75se%72"));
+        assert_eq!(u.user_unescaped().as_deref(), Some("user"));
+        assert!(u.transport_param().is_none());
+        assert!(Uri::parse("tel:123").unwrap().as_sip().is_none());
+    }
+}

@@ -1,0 +1,1087 @@
+//! The sans-IO request dispatcher: bytes in, transmits out.
+//!
+//! [`Endpoint`] takes one inbound datagram or frame at a time, parses it, absorbs retransmissions
+//! through server transactions (RFC 3261 §17.2), applies the request checks of RFC 3261 §8.2 and
+//! §16.3 in the order RFC 4475 §3.2–3.3 exercises them, authenticates, and answers. It never
+//! forwards anything: requests for domains it does not serve are refused (403), so Confab is not
+//! an open relay.
+//!
+//! It reads no clock and touches no socket: `now` (monotonic) and `unix_now` (wall clock, for
+//! the registrar's Date and persisted expiries) are inputs, and answers are appended to a
+//! caller-supplied `Vec<Transmit>`.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::hash_map::{DefaultHasher, RandomState};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use confab_sip::message::recover_request_headers;
+use confab_sip::transaction::{AckOutcome, ServerInvite, ServerNonInvite, Timers, TransactionKey};
+use confab_sip::{
+    Destination, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, Source, Transmit,
+    TransportKind, Uri, Via,
+};
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tracing::{debug, warn};
+
+use crate::auth::{AuthKind, AuthOutcome, DigestAuth};
+use crate::ban::{BanCheck, FailureOutcome};
+use crate::config::CoreConfig;
+use crate::directory::{UserCredential, UserDirectory};
+use crate::registrar::{Authenticated, Registrar};
+
+/// Larger inputs are dropped unparsed (the largest UDP payload; stream framing enforces its own).
+pub const MAX_MESSAGE_SIZE: usize = 65_535;
+/// The methods answered for our domain (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+/// Option tags a `Require` may name (RFC 3261 §8.2.2.3): the registrar implements outbound
+/// (RFC 5626) and GRUU (RFC 5627). Not Path (RFC 3327): Path headers are not stored yet.
+pub const SUPPORTED: &[&str] = &["outbound", "gruu"];
+/// Body types read in INVITE (RFC 3261 §8.2.3).
+const ACCEPTED_BODIES: &[&str] = &["application/sdp", "multipart/mixed", "multipart/alternative"];
+const SERVER: &str = "Confab";
+const TRANSACTION_SHARDS: usize = 16;
+/// Per shard; beyond it new requests are answered statelessly (no retransmission absorption).
+const MAX_TRANSACTIONS_PER_SHARD: usize = 32_768;
+
+/// Counters since start; see [`Endpoint::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// Requests that parsed (retransmissions included).
+    pub requests: u64,
+    /// Responses that parsed; all are dropped (no client transactions yet).
+    pub responses: u64,
+    /// Malformed requests answered with 400 (or 505/513).
+    pub malformed_requests: u64,
+    pub malformed_responses_dropped: u64,
+    /// Input that was not recognisably SIP, or a malformed request too broken to answer.
+    pub garbage_dropped: u64,
+    pub oversized_dropped: u64,
+    /// UDP keep-alives (CRLFs, NULs) ignored.
+    pub keepalives: u64,
+    /// Request retransmissions answered from a transaction (or ignored while it is pending).
+    pub retransmissions_absorbed: u64,
+    pub stray_acks_dropped: u64,
+    pub challenges_sent: u64,
+    pub auth_successes: u64,
+    pub auth_failures: u64,
+    pub stale_nonces: u64,
+    pub bans: u64,
+    /// Messages dropped because their source is banned.
+    pub banned_drops: u64,
+    /// Requests for other domains refused with 403.
+    pub relay_denied: u64,
+    /// Responses (and retransmissions) handed to the transport.
+    pub responses_sent: u64,
+    /// Panics caught while handling a message (a bug; the message was dropped).
+    pub internal_errors: u64,
+    /// Live server transactions.
+    pub transactions: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    responses: AtomicU64,
+    malformed_requests: AtomicU64,
+    malformed_responses_dropped: AtomicU64,
+    garbage_dropped: AtomicU64,
+    oversized_dropped: AtomicU64,
+    keepalives: AtomicU64,
+    retransmissions_absorbed: AtomicU64,
+    stray_acks_dropped: AtomicU64,
+    challenges_sent: AtomicU64,
+    auth_successes: AtomicU64,
+    auth_failures: AtomicU64,
+    stale_nonces: AtomicU64,
+    bans: AtomicU64,
+    banned_drops: AtomicU64,
+    relay_denied: AtomicU64,
+    responses_sent: AtomicU64,
+    internal_errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The names and addresses that count as "us" in a Request-URI.
+#[derive(Debug)]
+struct LocalNames {
+    names: HashSet<String>,
+    ips: HashSet<IpAddr>,
+}
+
+impl LocalNames {
+    fn new(config: &CoreConfig) -> Self {
+        let mut names = HashSet::new();
+        let mut ips: HashSet<IpAddr> = config.local_ips.iter().map(|ip| ip.to_canonical()).collect();
+        for name in std::iter::once(&config.domain).chain(&config.local_hosts) {
+            let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+            let bare = name.trim_start_matches('[').trim_end_matches(']');
+            match bare.parse::<IpAddr>() {
+                Ok(ip) => {
+                    ips.insert(ip.to_canonical());
+                }
+                Err(_) => {
+                    names.insert(name);
+                }
+            }
+        }
+        names.insert("localhost".to_owned());
+        Self { names, ips }
+    }
+
+    fn contains(&self, host: &Host) -> bool {
+        match host {
+            Host::Domain(d) => {
+                let d = d.trim_end_matches('.');
+                if d.bytes().any(|b| b.is_ascii_uppercase()) {
+                    self.names.contains(&d.to_ascii_lowercase())
+                } else {
+                    self.names.contains(d)
+                }
+            }
+            Host::Ipv4(a) => a.is_loopback() || self.ips.contains(&IpAddr::V4(*a)),
+            Host::Ipv6(a) => {
+                let ip = IpAddr::V6(*a).to_canonical();
+                ip.is_loopback() || self.ips.contains(&ip)
+            }
+        }
+    }
+}
+
+/// The dispatcher. `Send + Sync`: every method takes `&self` and may be called from several
+/// transport threads at once; state is sharded and locks are held briefly.
+///
+/// Calling contract (quinn-proto's method families):
+/// 1. for each inbound message call [`Endpoint::handle_message`] with the instant it was read and
+///    send everything it appended to `out`;
+/// 2. after any call, ask [`Endpoint::poll_timeout`] for the next deadline and call
+///    [`Endpoint::handle_timeout`] at or after it (a call before the deadline does nothing
+///    harmful), sending what it appends;
+/// 3. tell it about closed connections with [`Endpoint::connection_closed`].
+///
+/// Instants never go backwards.
+pub struct Endpoint {
+    domain: String,
+    local: LocalNames,
+    timers: Timers,
+    auth: DigestAuth,
+    registrar: Registrar,
+    transactions: Transactions,
+    tag_secret: [u8; 16],
+    stats: Counters,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint").field("domain", &self.domain).finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Builds the endpoint. `epoch` anchors the nonce clock: pass the same `Instant` the transport
+    /// uses for `now` at start-up.
+    pub fn new(config: CoreConfig, users: Arc<dyn UserDirectory>, epoch: Instant) -> Self {
+        let mut nonce_secret = [0u8; 32];
+        let mut tag_secret = [0u8; 16];
+        match config.rng_seed {
+            Some(seed) => {
+                let mut rng = StdRng::seed_from_u64(seed);
+                rng.fill_bytes(&mut nonce_secret);
+                rng.fill_bytes(&mut tag_secret);
+            }
+            None => {
+                let mut rng = rand::thread_rng();
+                rng.fill_bytes(&mut nonce_secret);
+                rng.fill_bytes(&mut tag_secret);
+            }
+        }
+        let domain = config.domain.trim().to_ascii_lowercase();
+        let auth = DigestAuth::new(
+            &domain,
+            users,
+            nonce_secret,
+            config.nonce_lifetime,
+            epoch,
+            config.max_auth_failures,
+            config.failure_window,
+            config.ban_duration,
+        );
+        Self {
+            local: LocalNames::new(&config),
+            timers: config.timers,
+            auth,
+            registrar: Registrar::new(config.registrar.clone()),
+            transactions: Transactions::new(),
+            tag_secret,
+            stats: Counters::default(),
+            domain,
+        }
+    }
+
+    /// The registrar, for location look-ups and persistence.
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    /// Whether `host` names this server (the domain, an alias, one of its addresses, loopback).
+    pub fn is_local_host(&self, host: &Host) -> bool {
+        self.local.contains(host)
+    }
+
+    /// Handles one inbound datagram (UDP) or frame (TCP/TLS message, WebSocket message): parses
+    /// it, absorbs retransmissions, dispatches, and appends the answers to `out`.
+    ///
+    /// `now` is when the transport read the message, `unix_now` the wall clock in seconds. Never
+    /// panics, whatever the bytes: a bug reached by some input is logged, counted
+    /// (`internal_errors`) and the message dropped.
+    pub fn handle_message(&self, now: Instant, unix_now: u64, bytes: &[u8], source: &Source, out: &mut Vec<Transmit>) {
+        let before = out.len();
+        let result = catch_unwind(AssertUnwindSafe(|| self.handle_message_inner(now, unix_now, bytes, source, out)));
+        if result.is_err() {
+            out.truncate(before);
+            bump(&self.stats.internal_errors);
+            tracing::error!(source = %source.peer, len = bytes.len(), "internal error handling message; dropped");
+        }
+    }
+
+    fn handle_message_inner(&self, now: Instant, unix_now: u64, bytes: &[u8], source: &Source, out: &mut Vec<Transmit>) {
+        let ip = source.peer.ip().to_canonical();
+        if let BanCheck::Banned { until, first_drop } = self.auth.bans().check(ip, now) {
+            bump(&self.stats.banned_drops);
+            if first_drop {
+                debug!(source = %ip, remaining = ?until.saturating_duration_since(now), "dropping traffic from banned address");
+            }
+            return;
+        }
+        if bytes.len() > MAX_MESSAGE_SIZE {
+            bump(&self.stats.oversized_dropped);
+            debug!(source = %source.peer, len = bytes.len(), "oversized message dropped");
+            return;
+        }
+        // RFC 5626 §3.5.1 / common practice: CRLF or NUL keep-alives on UDP.
+        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+            bump(&self.stats.keepalives);
+            return;
+        }
+        match Message::parse(bytes, source.transport.is_stream()) {
+            Ok(Message::Request(req)) => {
+                bump(&self.stats.requests);
+                self.handle_request(now, unix_now, req, source, out);
+            }
+            Ok(Message::Response(resp)) => {
+                // No client transactions yet: every response is stray (RFC 3261 §18.1.2 drops
+                // responses that match no transaction).
+                bump(&self.stats.responses);
+                debug!(source = %source.peer, call_id = resp.call_id(), status = resp.status.0, "stray response dropped");
+            }
+            Err(error) => self.handle_malformed(bytes, &error, source, out),
+        }
+    }
+
+    /// RFC 3261 §16.3 step 1 / §8.2: a request that does not parse gets a 400 (or the status the
+    /// parser names) with the reason in the phrase, when enough of it can be recovered to
+    /// address a response; a response that does not parse is dropped.
+    fn handle_malformed(&self, bytes: &[u8], error: &ParseError, source: &Source, out: &mut Vec<Transmit>) {
+        if bytes.starts_with(b"SIP/") {
+            bump(&self.stats.malformed_responses_dropped);
+            debug!(source = %source.peer, error = %error, "malformed response dropped");
+            return;
+        }
+        // Never answer an ACK (RFC 3261 §17.2.1), even a broken one.
+        if bytes.starts_with(b"ACK ") {
+            bump(&self.stats.garbage_dropped);
+            return;
+        }
+        let Some(headers) = recover_request_headers(bytes) else {
+            bump(&self.stats.garbage_dropped);
+            debug!(source = %source.peer, error = %error, "unparseable input dropped");
+            return;
+        };
+        let status = if (400..=699).contains(&error.status) { error.status } else { 400 };
+        let mut resp = Response {
+            status: confab_sip::StatusCode(status),
+            reason: sanitize_reason(&error.reason, status),
+            headers,
+            body: Bytes::new(),
+        };
+        let (destination, tag) = match resp.top_via() {
+            Ok(via) => {
+                let via = stamp_via(&mut resp.headers, via, source);
+                (response_destination(source, &via), self.to_tag(&via, resp.call_id(), &resp.headers))
+            }
+            // The Via itself is what is broken (RFC 4475 §3.1.2.16, badvers: `SIP/7.0/UDP`): it is
+            // echoed as received and the answer goes to the source address.
+            Err(_) => {
+                let Some(raw) = resp.headers.get(&HeaderName::Via) else {
+                    bump(&self.stats.garbage_dropped);
+                    return;
+                };
+                let destination = Destination {
+                    transport: source.transport,
+                    addr: source.peer,
+                    connection: source.connection,
+                    local: Some(source.local),
+                };
+                (destination, self.raw_tag(&[raw, resp.call_id()]))
+            }
+        };
+        add_to_tag_if_missing(&mut resp, &tag);
+        resp.headers.push(HeaderName::Server, SERVER);
+        bump(&self.stats.malformed_requests);
+        debug!(source = %source.peer, call_id = resp.call_id(), error = %error, status, "malformed request rejected");
+        self.send(resp, destination, out);
+    }
+
+    fn handle_request(&self, now: Instant, unix_now: u64, mut req: Request, source: &Source, out: &mut Vec<Transmit>) {
+        let Ok(via) = req.top_via() else {
+            // The parser guarantees a top Via; a request without one cannot be answered.
+            bump(&self.stats.garbage_dropped);
+            return;
+        };
+        let Ok(key) = TransactionKey::server(&req) else {
+            bump(&self.stats.garbage_dropped);
+            return;
+        };
+        // RFC 3261 §18.2.1, RFC 3581 §4: note where the request really came from.
+        let via = stamp_via(&mut req.headers, via, source);
+        let destination = response_destination(source, &via);
+
+        if req.method == Method::Ack {
+            match self.transactions.ack(now, &key) {
+                Some(AckOutcome::Absorbed) => {}
+                // SEAM(calls): an ACK for a 2xx belongs to the dialog layer.
+                Some(AckOutcome::PassToTransactionUser) | None => {
+                    bump(&self.stats.stray_acks_dropped);
+                    debug!(call_id = req.call_id(), source = %source.peer, "stray ACK dropped");
+                }
+            }
+            return;
+        }
+
+        let stateful = match self.transactions.begin(now, &key, &req, source.transport, destination, self.timers) {
+            Begin::Retransmission(answers) => {
+                bump(&self.stats.retransmissions_absorbed);
+                for answer in answers {
+                    self.send_wire(answer, destination, out);
+                }
+                return;
+            }
+            Begin::New => true,
+            Begin::Stateless => false,
+        };
+
+        debug!(call_id = req.call_id(), method = %req.method, source = %source.peer, "request");
+        let mut resp = self.dispatch(now, unix_now, &req, &via, source);
+        let tag = self.to_tag(&via, req.call_id(), &req.headers);
+        add_to_tag_if_missing(&mut resp, &tag);
+        if resp.headers.get(&HeaderName::Server).is_none() {
+            resp.headers.push(HeaderName::Server, SERVER);
+        }
+        debug!(call_id = req.call_id(), method = %req.method, status = resp.status.0, "response");
+        if stateful {
+            for answer in self.transactions.respond(now, &key, resp) {
+                self.send_wire(answer, destination, out);
+            }
+        } else {
+            self.send(resp, destination, out);
+        }
+    }
+
+    /// Decides the answer to a new request.
+    fn dispatch(&self, now: Instant, unix_now: u64, req: &Request, via: &Via, source: &Source) -> Response {
+        // RFC 3261 §9.2: CANCEL matches a transaction, whatever else it says.
+        if req.method == Method::Cancel {
+            let matched = TransactionKey::cancelled_invite(req).is_ok_and(|k| self.transactions.contains(&k));
+            // SEAM(calls): a CANCEL for a pending INVITE also answers that INVITE with 487.
+            return if matched { reply(req, 200, None) } else { reply(req, 481, None) };
+        }
+
+        // RFC 3261 §8.2.2.1, RFC 4475 §3.3.2/§3.3.3: unknown Request-URI scheme.
+        let target_host = match &req.uri {
+            Uri::Sip(u) => Some(&u.host),
+            Uri::Tel(_) => None,
+            _ => return reply(req, 416, None),
+        };
+        let has_user = match &req.uri {
+            Uri::Sip(u) => u.user.is_some(),
+            _ => true,
+        };
+
+        // RFC 3261 §8.2.2.3, §16.3 step 5, RFC 4475 §3.3.7 (bext01): unsupported extensions.
+        let unsupported = unsupported_extensions(req);
+        if !unsupported.is_empty() {
+            let mut resp = reply(req, 420, None);
+            resp.headers.push(HeaderName::Unsupported, unsupported.join(", "));
+            return resp;
+        }
+
+        // RFC 3261 §16.3 step 3: a request we would route on needs hops left. REGISTER and
+        // OPTIONS are answered here and never routed (RFC 4475 §3.3.11, zeromf).
+        let would_route = has_user && !matches!(req.method, Method::Register | Method::Options);
+        if would_route && req.max_forwards() == Some(0) {
+            return reply(req, 483, None);
+        }
+
+        // RFC 3261 §8.2.3: a body we must read but cannot (RFC 4475 §3.3.8, invut).
+        if req.method == Method::Invite {
+            if let Some(resp) = check_body(req) {
+                return resp;
+            }
+        }
+
+        // Not an open relay: only our domain, aliases and addresses.
+        if let Some(host) = target_host {
+            if !self.local.contains(host) {
+                bump(&self.stats.relay_denied);
+                debug!(call_id = req.call_id(), source = %source.peer, host = %host, "relaying denied");
+                return reply(req, 403, Some("Relaying denied"));
+            }
+        }
+
+        match &req.method {
+            Method::Register => self.register(now, unix_now, req, source),
+            Method::Options => self.options(req),
+            Method::Invite => self.invite(now, req, source),
+            // No dialogs yet: every in-dialog request is for a dialog we do not know.
+            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => reply(req, 481, None),
+            Method::Subscribe | Method::Publish | Method::Message | Method::Refer => {
+                let mut resp = reply(req, 405, None);
+                resp.headers.push(HeaderName::Allow, ALLOW);
+                resp
+            }
+            // RFC 3261 §8.2.1: a method we do not know at all.
+            _ => {
+                let _ = via;
+                let mut resp = reply(req, 501, None);
+                resp.headers.push(HeaderName::Allow, ALLOW);
+                resp
+            }
+        }
+    }
+
+    /// RFC 3261 §10.3: registrar. The Request-URI names our domain (checked by the caller); a
+    /// user part is tolerated.
+    fn register(&self, now: Instant, unix_now: u64, req: &Request, source: &Source) -> Response {
+        // RFC 3261 §10.2: the To header holds the address of record, a SIP or SIPS URI
+        // (RFC 4475 §3.3.2, unksm2).
+        match req.to_header() {
+            Ok(to) if matches!(to.uri, Uri::Sip(_)) => {}
+            _ => return reply(req, 416, Some("Unsupported URI Scheme in To")),
+        }
+        match self.authenticate(now, req, AuthKind::Www, source) {
+            Ok(user) => {
+                let who = Authenticated::new(&user.user, user.extension.as_deref());
+                let is_local = |h: &Host| self.local.contains(h);
+                self.registrar.handle_register(now, unix_now, req, source, &who, &is_local)
+            }
+            Err(challenge) => challenge,
+        }
+    }
+
+    /// RFC 3261 §11.2: capabilities. Answered identically for the domain and for any user in it,
+    /// so OPTIONS cannot probe which users exist.
+    fn options(&self, req: &Request) -> Response {
+        let mut resp = reply(req, 200, None);
+        resp.headers.push(HeaderName::Allow, ALLOW);
+        resp.headers.push(HeaderName::Other("Accept".to_owned()), "application/sdp");
+        resp.headers.push(HeaderName::Other("Accept-Encoding".to_owned()), "identity");
+        resp.headers.push(HeaderName::Supported, SUPPORTED.join(", "));
+        resp
+    }
+
+    /// INVITE: authenticate the caller (407), then route. SEAM(calls): routing is the next
+    /// issue; until then every authenticated INVITE gets 480.
+    fn invite(&self, now: Instant, req: &Request, source: &Source) -> Response {
+        match self.authenticate(now, req, AuthKind::Proxy, source) {
+            Ok(user) => {
+                let who = Authenticated::new(&user.user, user.extension.as_deref());
+                self.route_invite(now, req, &who)
+            }
+            Err(challenge) => challenge,
+        }
+    }
+
+    /// SEAM(calls): where an authenticated INVITE becomes a call.
+    fn route_invite(&self, _now: Instant, req: &Request, _who: &Authenticated) -> Response {
+        reply(req, 480, Some("Calls are not available yet"))
+    }
+
+    /// Runs the digest policy; `Err` holds the challenge to send.
+    fn authenticate(&self, now: Instant, req: &Request, kind: AuthKind, source: &Source) -> Result<UserCredential, Response> {
+        let ip = source.peer.ip().to_canonical();
+        let stale = match self.auth.authenticate(now, req, kind, ip) {
+            AuthOutcome::Verified(user) => {
+                bump(&self.stats.auth_successes);
+                debug!(call_id = req.call_id(), user = %user.user, source = %ip, "authenticated");
+                return Ok(user);
+            }
+            AuthOutcome::Challenge => false,
+            AuthOutcome::Stale => {
+                bump(&self.stats.stale_nonces);
+                true
+            }
+            AuthOutcome::Failed(outcome) => {
+                bump(&self.stats.auth_failures);
+                if let FailureOutcome::Banned(until) = outcome {
+                    bump(&self.stats.bans);
+                    warn!(
+                        source = %ip,
+                        duration = ?until.saturating_duration_since(now),
+                        "address banned after repeated authentication failures"
+                    );
+                } else {
+                    debug!(call_id = req.call_id(), source = %ip, "authentication failed");
+                }
+                false
+            }
+        };
+        bump(&self.stats.challenges_sent);
+        let mut resp = reply(req, kind.status(), None);
+        self.auth.add_challenges(now, &mut resp, kind, stale);
+        Err(resp)
+    }
+
+    /// Fires every timer due at `now` (transaction retransmissions and expiry, registration
+    /// expiry, ban expiry) and appends the retransmissions to `out`.
+    pub fn handle_timeout(&self, now: Instant, out: &mut Vec<Transmit>) {
+        let before = out.len();
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            for (answer, destination) in self.transactions.handle_timeout(now) {
+                self.send_wire(answer, destination, out);
+            }
+            self.registrar.handle_timeout(now);
+            for ip in self.auth.handle_timeout(now) {
+                tracing::info!(source = %ip, "ban lifted");
+            }
+        }));
+        if result.is_err() {
+            out.truncate(before);
+            bump(&self.stats.internal_errors);
+            tracing::error!("internal error in handle_timeout");
+        }
+    }
+
+    /// The earliest instant at which [`Endpoint::handle_timeout`] has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.transactions.poll_timeout(), self.registrar.poll_timeout(), self.auth.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A connection (TCP, TLS, WS, WSS) closed: bindings that live on it go.
+    pub fn connection_closed(&self, id: confab_sip::ConnectionId, now: Instant) {
+        self.registrar.connection_closed(id, now);
+    }
+
+    /// Addresses banned at `now`, with the end of each ban.
+    pub fn banned(&self, now: Instant) -> Vec<(IpAddr, Instant)> {
+        self.auth.bans().banned(now)
+    }
+
+    pub fn stats(&self) -> EndpointStats {
+        let s = &self.stats;
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        EndpointStats {
+            requests: l(&s.requests),
+            responses: l(&s.responses),
+            malformed_requests: l(&s.malformed_requests),
+            malformed_responses_dropped: l(&s.malformed_responses_dropped),
+            garbage_dropped: l(&s.garbage_dropped),
+            oversized_dropped: l(&s.oversized_dropped),
+            keepalives: l(&s.keepalives),
+            retransmissions_absorbed: l(&s.retransmissions_absorbed),
+            stray_acks_dropped: l(&s.stray_acks_dropped),
+            challenges_sent: l(&s.challenges_sent),
+            auth_successes: l(&s.auth_successes),
+            auth_failures: l(&s.auth_failures),
+            stale_nonces: l(&s.stale_nonces),
+            bans: l(&s.bans),
+            banned_drops: l(&s.banned_drops),
+            relay_denied: l(&s.relay_denied),
+            responses_sent: l(&s.responses_sent),
+            internal_errors: l(&s.internal_errors),
+            transactions: self.transactions.len() as u64,
+        }
+    }
+
+    fn send(&self, resp: Response, destination: Destination, out: &mut Vec<Transmit>) {
+        self.send_wire(Wire::Message(resp), destination, out);
+    }
+
+    fn send_wire(&self, answer: Wire, destination: Destination, out: &mut Vec<Transmit>) {
+        bump(&self.stats.responses_sent);
+        let bytes = match answer {
+            Wire::Bytes(b) => b,
+            Wire::Message(r) => Bytes::from(r.to_bytes()),
+        };
+        out.push(Transmit { destination, bytes });
+    }
+
+    /// A To tag that is the same for every retransmission of a request (so a retransmission that
+    /// arrives after its transaction ended gets an identical answer) and unpredictable without
+    /// the secret. CANCEL and its INVITE share it (RFC 3261 §9.2 SHOULD).
+    fn to_tag(&self, via: &Via, call_id: &str, headers: &Headers) -> String {
+        let mut h = DefaultHasher::new();
+        self.tag_secret.hash(&mut h);
+        via.branch().unwrap_or("").to_ascii_lowercase().hash(&mut h);
+        via.host.hash(&mut h);
+        via.port.hash(&mut h);
+        call_id.hash(&mut h);
+        if !via.has_rfc3261_branch() {
+            // RFC 2543 peers: the branch does not identify the request.
+            headers.get(&HeaderName::From).unwrap_or("").hash(&mut h);
+            headers
+                .get(&HeaderName::CSeq)
+                .and_then(|c| c.split_whitespace().next())
+                .unwrap_or("")
+                .hash(&mut h);
+        }
+        let a = h.finish();
+        self.tag_secret[8..].hash(&mut h);
+        let b = h.finish();
+        format!("{:016x}{:08x}", a, b as u32)
+    }
+
+    /// A To tag from raw header text, for requests whose Via does not parse.
+    fn raw_tag(&self, parts: &[&str]) -> String {
+        let mut h = DefaultHasher::new();
+        self.tag_secret.hash(&mut h);
+        parts.hash(&mut h);
+        let a = h.finish();
+        self.tag_secret[8..].hash(&mut h);
+        format!("{:016x}{:08x}", a, h.finish() as u32)
+    }
+
+    /// The configured domain (lower-cased).
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+}
+
+/// A response to `req` with the RFC 3261 §8.2.6 headers copied.
+fn reply(req: &Request, status: u16, reason: Option<&str>) -> Response {
+    Response::for_request(req, status, reason)
+}
+
+/// Adds `;tag=` to the To header of a non-100 response that lacks one (RFC 3261 §8.2.6.2).
+/// The header text is kept: appending a parameter is valid for both name-addr and addr-spec
+/// forms, where trailing parameters are header parameters.
+fn add_to_tag_if_missing(resp: &mut Response, tag: &str) {
+    if resp.status.0 == 100 {
+        return;
+    }
+    let Some(line) = resp.headers.0.iter_mut().find(|h| h.name == HeaderName::To) else {
+        return;
+    };
+    let has_tag = confab_sip::NameAddr::parse(&line.value).map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
+    if !has_tag {
+        line.value = format!("{};tag={}", line.value.trim_end(), tag);
+    }
+}
+
+/// A reason phrase is one line of text (RFC 3261 §25.1 Reason-Phrase); parser messages are, but
+/// be sure, and keep it short.
+fn sanitize_reason(reason: &str, status: u16) -> String {
+    let cleaned: String = reason.chars().filter(|c| !c.is_control()).take(120).collect();
+    if cleaned.trim().is_empty() {
+        confab_sip::StatusCode(status).default_reason().to_owned()
+    } else {
+        cleaned
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: fills `received` (and `rport`, when the client asked) in the
+/// top Via of `headers`, so every response built from them carries it. Returns the updated Via.
+fn stamp_via(headers: &mut Headers, mut via: Via, source: &Source) -> Via {
+    let ip = source.peer.ip().to_canonical();
+    let wants_rport = matches!(via.params.get("rport"), Some(None) | Some(Some("")));
+    let host_matches = match (&via.host, ip) {
+        (Host::Ipv4(a), IpAddr::V4(b)) => *a == b,
+        (Host::Ipv6(a), b) => IpAddr::V6(*a).to_canonical() == b,
+        _ => false,
+    };
+    if !wants_rport && host_matches {
+        return via;
+    }
+    if wants_rport {
+        via.params.set("rport", Some(source.peer.port().to_string()));
+    }
+    via.params.set("received", Some(ip.to_string()));
+    replace_top_via(headers, &via);
+    via
+}
+
+/// Replaces the first Via value (which may share a line with others) by `via`.
+fn replace_top_via(headers: &mut Headers, via: &Via) {
+    let Some(pos) = headers.0.iter().position(|h| h.name == HeaderName::Via) else {
+        return;
+    };
+    let line = Headers(vec![headers.0[pos].clone()]);
+    let rest: Vec<String> = line.values(&HeaderName::Via).skip(1).map(str::to_owned).collect();
+    headers.0[pos].value = via.to_string();
+    for (i, value) in rest.into_iter().enumerate() {
+        headers.0.insert(
+            pos + 1 + i,
+            confab_sip::Header { name: HeaderName::Via, value },
+        );
+    }
+}
+
+/// RFC 3261 §18.2.2, RFC 3581 §4: where a response goes.
+fn response_destination(source: &Source, via: &Via) -> Destination {
+    if source.transport.is_reliable() {
+        return Destination {
+            transport: source.transport,
+            addr: source.peer,
+            connection: source.connection,
+            local: Some(source.local),
+        };
+    }
+    let wants_rport = via.params.contains("rport");
+    let addr = if wants_rport {
+        source.peer
+    } else {
+        // §18.2.2: the `received` address and the sent-by port. `maddr` is ignored on purpose:
+        // answering to an address the message names (RFC 4475 bcast) would make us a reflector.
+        SocketAddr::new(source.peer.ip(), via.port.unwrap_or(5060))
+    };
+    Destination { transport: TransportKind::Udp, addr, connection: None, local: Some(source.local) }
+}
+
+/// Option tags in Require and Proxy-Require that we do not support.
+fn unsupported_extensions(req: &Request) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in [HeaderName::Require, HeaderName::ProxyRequire] {
+        for tag in req.headers.values(&name) {
+            let tag = tag.trim();
+            if tag.is_empty() || SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(tag)) {
+                continue;
+            }
+            if !out.iter().any(|t| t.eq_ignore_ascii_case(tag)) {
+                out.push(tag.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// RFC 3261 §8.2.3: 415 for a body type or encoding we cannot read; 406 when the Accept header
+/// rules out the SDP an INVITE answer carries (RFC 4475 §3.3.15, sdp01).
+fn check_body(req: &Request) -> Option<Response> {
+    let accept = HeaderName::Other("Accept".to_owned());
+    if req.headers.get(&accept).is_some() {
+        let acceptable = req.headers.values(&accept).any(|a| {
+            let media = a.split(';').next().unwrap_or("").trim();
+            ["application/sdp", "application/*", "*/*"].iter().any(|m| m.eq_ignore_ascii_case(media))
+        });
+        if !acceptable {
+            let mut resp = reply(req, 406, Some("Not Acceptable"));
+            resp.headers.push(HeaderName::Warning, "399 - \"Answers carry application/sdp only\"");
+            return Some(resp);
+        }
+    }
+    if let Some(enc) = req.headers.values(&HeaderName::ContentEncoding).find(|e| !e.eq_ignore_ascii_case("identity")) {
+        let _ = enc;
+        let mut resp = reply(req, 415, None);
+        resp.headers.push(HeaderName::Other("Accept-Encoding".to_owned()), "identity");
+        return Some(resp);
+    }
+    if req.body.is_empty() {
+        return None;
+    }
+    let ctype = req.headers.get(&HeaderName::ContentType).unwrap_or("application/sdp");
+    let media = ctype.split(';').next().unwrap_or("").trim();
+    if ACCEPTED_BODIES.iter().any(|a| a.eq_ignore_ascii_case(media)) {
+        return None;
+    }
+    let mut resp = reply(req, 415, None);
+    resp.headers.push(HeaderName::Other("Accept".to_owned()), "application/sdp");
+    Some(resp)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server transactions, sharded.
+
+/// A response on its way out: serialised already (cached answers) or not yet (serialised by the
+/// caller, outside the shard lock).
+enum Wire {
+    Bytes(Bytes),
+    Message(Response),
+}
+
+enum ServerTxn {
+    NonInvite(ServerNonInvite),
+    Invite(ServerInvite),
+    /// A non-INVITE transaction in Completed on UDP (RFC 3261 §17.2.2), kept compact: all it does
+    /// until Timer J is re-send its final response, so only the serialised response and the
+    /// Timer J deadline are stored. Tens of thousands of these live at once under REGISTER load,
+    /// and each retransmission is then a reference-count increment.
+    Answered { response: Bytes, timer_j: Instant },
+}
+
+impl ServerTxn {
+    fn handle_request(&mut self, now: Instant) -> Vec<Wire> {
+        match self {
+            Self::NonInvite(t) => t.handle_request(now),
+            Self::Invite(t) => t.handle_request(now),
+            Self::Answered { response, .. } => return vec![Wire::Bytes(response.clone())],
+        }
+        self.drain()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Self::NonInvite(t) => t.handle_timeout(now),
+            Self::Invite(t) => t.handle_timeout(now),
+            Self::Answered { .. } => {}
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Self::NonInvite(t) => t.poll_timeout(),
+            Self::Invite(t) => t.poll_timeout(),
+            Self::Answered { timer_j, .. } => Some(*timer_j),
+        }
+    }
+    fn is_terminated(&self, now: Instant) -> bool {
+        match self {
+            Self::NonInvite(t) => t.is_terminated(),
+            Self::Invite(t) => t.is_terminated(),
+            Self::Answered { timer_j, .. } => *timer_j <= now,
+        }
+    }
+    fn drain(&mut self) -> Vec<Wire> {
+        let mut v = Vec::new();
+        loop {
+            let next = match self {
+                Self::NonInvite(t) => t.poll_transmit(),
+                Self::Invite(t) => t.poll_transmit(),
+                Self::Answered { .. } => None,
+            };
+            match next {
+                Some(r) => v.push(Wire::Message(r)),
+                None => return v,
+            }
+        }
+    }
+}
+
+struct TxEntry {
+    txn: ServerTxn,
+    destination: Destination,
+}
+
+/// A deadline in the shard's timer heap. Entries go stale when a transaction's deadline moves
+/// or it ends; a stale entry is recognised when popped (its instant is not the transaction's
+/// current deadline) and skipped.
+struct TimerEntry {
+    at: Instant,
+    key: TransactionKey,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerEntry {
+    /// Reversed, so `BinaryHeap` pops the earliest.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other.at.cmp(&self.at)
+    }
+}
+
+#[derive(Default)]
+struct TxShard {
+    map: HashMap<TransactionKey, TxEntry>,
+    timers: BinaryHeap<TimerEntry>,
+}
+
+impl TxShard {
+    /// After input to `key`'s transaction: drop it if it ended, else schedule its deadline if
+    /// it moved from `before`.
+    fn settle(&mut self, now: Instant, key: &TransactionKey, before: Option<Instant>) {
+        let Some(entry) = self.map.get(key) else { return };
+        if entry.txn.is_terminated(now) {
+            self.map.remove(key);
+            return;
+        }
+        if let Some(at) = entry.txn.poll_timeout() {
+            if before != Some(at) {
+                self.timers.push(TimerEntry { at, key: key.clone() });
+            }
+        }
+    }
+}
+
+enum Begin {
+    New,
+    Retransmission(Vec<Wire>),
+    /// The table is full: answer without a transaction.
+    Stateless,
+}
+
+struct Transactions {
+    shards: Box<[Mutex<TxShard>]>,
+    hasher: RandomState,
+}
+
+impl Transactions {
+    fn new() -> Self {
+        Self {
+            shards: (0..TRANSACTION_SHARDS).map(|_| Mutex::new(TxShard::default())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &TransactionKey) -> &Mutex<TxShard> {
+        let h = self.hasher.hash_one(key);
+        &self.shards[(h as usize) % self.shards.len()]
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    fn contains(&self, key: &TransactionKey) -> bool {
+        self.shard(key).lock().map.contains_key(key)
+    }
+
+    /// Finds the transaction of `req` (a retransmission: what to re-send) or creates it.
+    fn begin(
+        &self,
+        now: Instant,
+        key: &TransactionKey,
+        req: &Request,
+        transport: TransportKind,
+        destination: Destination,
+        timers: Timers,
+    ) -> Begin {
+        let mut shard = self.shard(key).lock();
+        if let Some(entry) = shard.map.get_mut(key) {
+            if !entry.txn.is_terminated(now) {
+                let before = entry.txn.poll_timeout();
+                let out = entry.txn.handle_request(now);
+                // Answer where the retransmission came from (the NAT binding may have moved).
+                entry.destination = destination;
+                shard.settle(now, key, before);
+                return Begin::Retransmission(out);
+            }
+            // Ended but not yet swept: a new transaction replaces it.
+            shard.map.remove(key);
+        }
+        if shard.map.len() >= MAX_TRANSACTIONS_PER_SHARD {
+            return Begin::Stateless;
+        }
+        let txn = if req.method == Method::Invite {
+            let mut t = ServerInvite::new(now, req, transport, timers);
+            // The answer follows at once, so the queued 100 (Trying) is not needed
+            // (RFC 3261 §17.2.1: only when the TU will not answer within 200 ms).
+            while t.poll_transmit().is_some() {}
+            ServerTxn::Invite(t)
+        } else {
+            ServerTxn::NonInvite(ServerNonInvite::new(now, req, transport, timers))
+        };
+        shard.map.insert(key.clone(), TxEntry { txn, destination });
+        Begin::New
+    }
+
+    /// The TU's answer for `key`; returns what to send.
+    fn respond(&self, now: Instant, key: &TransactionKey, resp: Response) -> Vec<Wire> {
+        let final_non_invite = resp.status.is_final() && !matches!(resp.cseq().map(|c| c.method), Ok(Method::Invite));
+        // Serialised outside the lock; the compact Completed state keeps these bytes.
+        let wire = final_non_invite.then(|| Bytes::from(resp.to_bytes()));
+        let mut shard = self.shard(key).lock();
+        let Some(entry) = shard.map.get_mut(key) else {
+            // Gone meanwhile (cannot happen before a final answer): answer anyway.
+            return vec![wire.map_or(Wire::Message(resp), Wire::Bytes)];
+        };
+        let before = entry.txn.poll_timeout();
+        match (&mut entry.txn, wire) {
+            (ServerTxn::NonInvite(t), Some(bytes)) => {
+                t.respond(now, resp);
+                // In Trying/Proceeding a final response is sent as given, exactly once.
+                let sent = std::iter::from_fn(|| t.poll_transmit()).count();
+                if sent == 0 {
+                    return Vec::new();
+                }
+                match t.poll_timeout() {
+                    // Completed, waiting for Timer J (unreliable transports).
+                    Some(timer_j) if !t.is_terminated() => {
+                        entry.txn = ServerTxn::Answered { response: bytes.clone(), timer_j };
+                    }
+                    _ => {}
+                }
+                shard.settle(now, key, before);
+                vec![Wire::Bytes(bytes)]
+            }
+            (txn, _) => {
+                match txn {
+                    ServerTxn::NonInvite(t) => t.respond(now, resp),
+                    ServerTxn::Invite(t) => t.respond(now, resp),
+                    ServerTxn::Answered { .. } => return Vec::new(),
+                }
+                let out = txn.drain();
+                shard.settle(now, key, before);
+                out
+            }
+        }
+    }
+
+    /// An ACK: `None` when no INVITE transaction matches.
+    fn ack(&self, now: Instant, key: &TransactionKey) -> Option<AckOutcome> {
+        let mut shard = self.shard(key).lock();
+        let entry = shard.map.get_mut(key)?;
+        let ServerTxn::Invite(t) = &mut entry.txn else { return None };
+        let before = t.poll_timeout();
+        let outcome = t.handle_ack(now);
+        shard.settle(now, key, before);
+        Some(outcome)
+    }
+
+    /// Fires due timers; returns retransmissions with their destinations.
+    fn handle_timeout(&self, now: Instant) -> Vec<(Wire, Destination)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            while shard.timers.peek().is_some_and(|t| t.at <= now) {
+                let Some(TimerEntry { at, key }) = shard.timers.pop() else { break };
+                let Some(entry) = shard.map.get_mut(&key) else { continue };
+                if entry.txn.poll_timeout() != Some(at) {
+                    // Stale: the deadline moved (a fresh entry exists) or none is armed.
+                    continue;
+                }
+                entry.txn.handle_timeout(now);
+                let destination = entry.destination;
+                for answer in entry.txn.drain() {
+                    out.push((answer, destination));
+                }
+                // `before = None` forces a fresh heap entry for the new deadline.
+                shard.settle(now, &key, None);
+            }
+        }
+        out
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.shards.iter().filter_map(|s| s.lock().timers.peek().map(|t| t.at)).min()
+    }
+}
