@@ -107,7 +107,7 @@ fi
 KAMAILIO="$(command -v kamailio || echo /usr/sbin/kamailio)"
 KAM_MODULES=/usr/lib/x86_64-linux-gnu/kamailio/modules
 if want kamailio; then
-	for m in sl pv maxfwd textops db_text usrloc registrar auth auth_db kex corex; do
+	for m in sl pv maxfwd textops db_text usrloc registrar auth auth_db kex corex ctl; do
 		[ -f "$KAM_MODULES/$m.so" ] || { echo "Kamailio module $m.so missing in $KAM_MODULES (apt-get install -y kamailio)" >&2; exit 2; }
 	done
 fi
@@ -398,12 +398,26 @@ stop_pid() { # PID: TERM, wait up to 5 s, then KILL
 USERS_CSV="$RESULTS/users.csv"
 make_users_csv "$USERS_CSV" "$USERS"
 TOTAL=$((RATE * DURATION))
+# Memory runs: a warm-up registers one contact for each of MEM_USERS users, then
+# MEM_CONTACTS new contacts (ui-c1, ui-c2, ...) spread over the same users.
+PER=$(((MEM_CONTACTS + MEM_USERS - 1) / MEM_USERS))
+if [ "$DO_MEM" = 1 ]; then
+	make_users_csv "$RESULTS/mem-warm.csv" "$MEM_USERS"
+	make_mem_csv "$RESULTS/mem-contacts.csv" "$MEM_USERS" "$MEM_CONTACTS"
+fi
+KAM_USERS=$USERS
+if [ "$DO_MEM" = 1 ] && [ "$MEM_USERS" -gt "$KAM_USERS" ]; then KAM_USERS=$MEM_USERS; fi
 
 log "results: $RESULTS"
 log "load: $RATE REGISTER/s for $DURATION s ($TOTAL registrations over $USERS users), server on core $SERVER_CORE, SIPp on core $LOAD_CORE"
 
 # ================================================================= Kamailio
 KAM_DONE=0
+KMEM_LINE=""
+# kam_shm_used DIR: bytes of Kamailio shared memory in use (real_used, with allocator overhead).
+kam_shm_used() {
+	timeout 10 kamcmd -s "unix:$1/ctl.sock" core.shmmem 2>/dev/null | awk '$1=="real_used:" { print $2 }'
+}
 if want kamailio; then
 	KDIR="$RESULTS/kamailio"
 	mkdir -p "$KDIR/db"
@@ -414,12 +428,13 @@ if want kamailio; then
 	} >"$KDIR/db/version"
 	{
 		echo 'id(int,auto) username(string) domain(string) password(string,null) ha1(string) ha1b(string,null) '
-		ha1_lines "$USERS" | awk '{ printf "%d:u%d:bench.confab::%s:\n", $1, $1, $2 }'
+		ha1_lines "$KAM_USERS" | awk '{ printf "%d:u%d:bench.confab::%s:\n", $1, $1, $2 }'
 	} >"$KDIR/db/subscriber"
 	KPORT=$(free_udp_port)
 	log "Kamailio: starting on 127.0.0.1:$KPORT (2 children, auth_db + db_text, usrloc in memory)"
 	"${PRIO[@]}" taskset -c "$SERVER_CORE" "$KAMAILIO" -f "$HERE/kamailio/kamailio.cfg" -DD -E -w "$KDIR" -m 1024 -M 16 -b 4194304 \
-		-A "BENCH_LISTEN=udp:127.0.0.1:$KPORT" -A "BENCH_DBURL=\"text://$KDIR/db\"" >"$KDIR/kamailio.log" 2>&1 &
+		-A "BENCH_LISTEN=udp:127.0.0.1:$KPORT" -A "BENCH_DBURL=\"text://$KDIR/db\"" \
+		-A "BENCH_CTL=\"unix:$KDIR/ctl.sock\"" >"$KDIR/kamailio.log" 2>&1 &
 	KPID=$!
 	STARTED_PIDS+=("$KPID")
 	if ! wait_udp_bound "$KPORT" "$KPID" 10; then
@@ -431,6 +446,20 @@ if want kamailio; then
 	if [ "$DO_RAMP" = 1 ]; then
 		log "Kamailio: ramp ($RAMP_SECS s steps) ..."
 		ramp kamailio "$KPID" "$KPORT" "$USERS_CSV" "$KDIR"
+	fi
+	if [ "$DO_MEM" = 1 ] && command -v kamcmd >/dev/null; then
+		# Same contacts as Confab's memory run; Kamailio keeps them in its shared memory.
+		log "Kamailio memory: warm-up, then $MEM_CONTACTS new contacts ..."
+		run_sipp "$KDIR/mem-warm" "$KPORT" "$RATE" "$MEM_USERS" "$RESULTS/mem-warm.csv"
+		sleep 2
+		K0=$(kam_shm_used "$KDIR")
+		measure kamailio-mem "$KPID" "$KPORT" "$RATE" "$MEM_CONTACTS" "$RESULTS/mem-contacts.csv" "$KDIR/mem-load"
+		K1=$(kam_shm_used "$KDIR")
+		KMOK=$(get "$KDIR/mem-load" successful); KMFAIL=$(get "$KDIR/mem-load" failed)
+		if [ -n "$K0" ] && [ -n "$K1" ]; then
+			KMEM_LINE=$(printf 'Kamailio memory: %d contacts, %d registered, %d failed: shared memory in use %d -> %d KiB = %d bytes/contact (usrloc in shm; pkg memory not counted)' \
+				"$MEM_CONTACTS" "$KMOK" "$KMFAIL" $((K0 / 1024)) $((K1 / 1024)) $(((K1 - K0) / MEM_CONTACTS)))
+		fi
 	fi
 	stop_pid "$KPID"
 	KAM_DONE=1
@@ -521,16 +550,13 @@ if want confab && [ "$CONFAB_OK" = 1 ]; then
 		MDIR="$RESULTS/confab-mem"
 		mkdir -p "$MDIR"
 		MPORT=$(free_udp_port)
-		PER=$(((MEM_CONTACTS + MEM_USERS - 1) / MEM_USERS))
 		confab_config "$MDIR" "$MPORT" $((PER + 10))
-		make_users_csv "$MDIR/warm.csv" "$MEM_USERS"
-		make_mem_csv "$MDIR/contacts.csv" "$MEM_USERS" "$MEM_CONTACTS"
 		if confab_users "$MDIR" "$MEM_USERS" && confab_start "$MDIR" "$MPORT"; then
 			log "Confab memory: warm-up (one contact for each of $MEM_USERS users), then $MEM_CONTACTS new contacts ..."
-			run_sipp "$MDIR/warm" "$MPORT" "$RATE" "$MEM_USERS" "$MDIR/warm.csv"
+			run_sipp "$MDIR/warm" "$MPORT" "$RATE" "$MEM_USERS" "$RESULTS/mem-warm.csv"
 			sleep 2
 			R0=$(rss_kib "$CPID"); H0=$(hwm_kib "$CPID")
-			measure confab-mem "$CPID" "$MPORT" "$RATE" "$MEM_CONTACTS" "$MDIR/contacts.csv" "$MDIR/load"
+			measure confab-mem "$CPID" "$MPORT" "$RATE" "$MEM_CONTACTS" "$RESULTS/mem-contacts.csv" "$MDIR/load"
 			sleep 1
 			R1=$(rss_kib "$CPID"); H1=$(hwm_kib "$CPID")
 			MOK=$(get "$MDIR/load" successful); MFAIL=$(get "$MDIR/load" failed)
@@ -644,7 +670,9 @@ if [ "$DO_FLOOR" = 1 ] && [ -n "$FLOOR_PLAIN" ]; then
 	done
 fi
 
-if [ -n "$MEM_LINE" ]; then say ""; say "$MEM_LINE"; fi
+if [ -n "$MEM_LINE$KMEM_LINE" ]; then say ""; fi
+if [ -n "$MEM_LINE" ]; then say "$MEM_LINE"; fi
+if [ -n "$KMEM_LINE" ]; then say "$KMEM_LINE"; fi
 if want confab && [ "$CONFAB_OK" != 1 ]; then
 	say ""
 	say "Confab was not measured: no working $CONFAB_BIN with a 'serve' command (build: cargo build --release -p confab)."

@@ -20,7 +20,13 @@ pub(crate) const EXIT_INVALID_CONFIG: u8 = 2;
 #[command(name = "confab", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// TOML configuration file; CONFAB_<SECTION>__<KEY> environment variables override it.
-    #[arg(long, short = 'c', global = true, env = "CONFAB_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "CONFAB_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
     /// Data directory (overrides server.data_dir).
     #[arg(long, global = true, value_name = "DIR")]
@@ -180,7 +186,9 @@ async fn serve(cli: &Cli, config: Config) -> anyhow::Result<()> {
     if store.user_count().await? == 0 {
         eprintln!("{}", first_user_hint(cli, &config));
     }
-    let stale = store.users_without_credentials(&config.server.domain).await?;
+    let stale = store
+        .users_without_credentials(&config.server.domain)
+        .await?;
     if !stale.is_empty() {
         tracing::warn!(
             users = %stale.join(", "),
@@ -199,7 +207,10 @@ fn first_user_hint(cli: &Cli, config: &Config) -> String {
         options.push_str(&format!(" --config {}", shell_word(path)));
     }
     if cli.data_dir.is_some() {
-        options.push_str(&format!(" --data-dir {}", shell_word(&config.server.data_dir)));
+        options.push_str(&format!(
+            " --data-dir {}",
+            shell_word(&config.server.data_dir)
+        ));
     }
     format!(
         "No users yet. Add one (it asks for a password) with:\n\n    confab{options} user add alice \
@@ -211,7 +222,9 @@ fn first_user_hint(cli: &Cli, config: &Config) -> String {
 
 fn shell_word(path: &Path) -> String {
     let s = path.display().to_string();
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+:".contains(&b)) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:".contains(&b))
+    {
         s
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -231,7 +244,10 @@ fn config_command(cli: &Cli, command: &ConfigCommand) -> anyhow::Result<ExitCode
         }
         ConfigCommand::Check { file } => {
             let file = file.as_deref().or(cli.config.as_deref());
-            let name = file.map_or_else(|| "defaults and environment".to_owned(), |f| f.display().to_string());
+            let name = file.map_or_else(
+                || "defaults and environment".to_owned(),
+                |f| f.display().to_string(),
+            );
             match Config::load(file) {
                 Ok(_) => {
                     println!("{name}: OK");
@@ -256,7 +272,12 @@ fn config_command(cli: &Cli, command: &ConfigCommand) -> anyhow::Result<ExitCode
 async fn user_command(config: &Config, command: &UserCommand) -> anyhow::Result<()> {
     let realm = config.server.domain.as_str();
     match command {
-        UserCommand::Add { name, display_name, extension, password } => {
+        UserCommand::Add {
+            name,
+            display_name,
+            extension,
+            password,
+        } => {
             // Check the name before asking for a password that would then be thrown away.
             confab_store::validate_username(name)?;
             if let Some(extension) = extension {
@@ -269,7 +290,10 @@ async fn user_command(config: &Config, command: &UserCommand) -> anyhow::Result<
                     return Err(if owner.username == *value {
                         StoreError::UserExists(owner.username)
                     } else {
-                        StoreError::ExtensionTaken { extension: value.clone(), owner: owner.username }
+                        StoreError::ExtensionTaken {
+                            extension: value.clone(),
+                            owner: owner.username,
+                        }
                     }
                     .into());
                 }
@@ -282,9 +306,15 @@ async fn user_command(config: &Config, command: &UserCommand) -> anyhow::Result<
                 password,
             };
             let user = store.add_user(new, realm).await?;
-            let extension =
-                user.extension.as_deref().map(|e| format!(", extension {e}")).unwrap_or_default();
-            println!("added user {} (sip:{}@{realm}{extension})", user.username, user.username);
+            let extension = user
+                .extension
+                .as_deref()
+                .map(|e| format!(", extension {e}"))
+                .unwrap_or_default();
+            println!(
+                "added user {} (sip:{}@{realm}{extension})",
+                user.username, user.username
+            );
         }
         UserCommand::List { json } => {
             let users = open_store(config).await?.list_users().await?;
@@ -348,8 +378,14 @@ async fn user_command(config: &Config, command: &UserCommand) -> anyhow::Result<
 fn show_user(user: &User, realm: &str, bindings: &[BindingRecord]) {
     let dash = || "-".to_owned();
     println!("User:          {}", user.username);
-    println!("Display name:  {}", user.display_name.clone().unwrap_or_else(dash));
-    println!("Extension:     {}", user.extension.clone().unwrap_or_else(dash));
+    println!(
+        "Display name:  {}",
+        user.display_name.clone().unwrap_or_else(dash)
+    );
+    println!(
+        "Extension:     {}",
+        user.extension.clone().unwrap_or_else(dash)
+    );
     println!("Address:       sip:{}@{realm}", user.username);
     let auth_users = match &user.extension {
         Some(extension) => format!("{} or {extension}", user.username),
@@ -366,7 +402,10 @@ fn show_user(user: &User, realm: &str, bindings: &[BindingRecord]) {
             b.transport,
             b.source,
             format_secs(b.expires_at - now),
-            b.user_agent.as_deref().map(|ua| format!(" ({ua})")).unwrap_or_default()
+            b.user_agent
+                .as_deref()
+                .map(|ua| format!(" ({ua})"))
+                .unwrap_or_default()
         );
     }
 }
@@ -422,7 +461,15 @@ async fn registrations(
         ]
     });
     print_table(
-        &["AOR", "CONTACT", "TRANSPORT", "SOURCE", "EXPIRES IN", "USER AGENT", "INSTANCE"],
+        &[
+            "AOR",
+            "CONTACT",
+            "TRANSPORT",
+            "SOURCE",
+            "EXPIRES IN",
+            "USER AGENT",
+            "INSTANCE",
+        ],
         rows,
     );
     Ok(())
@@ -432,7 +479,10 @@ async fn registrations(
 fn binding_json(b: &BindingRecord) -> serde_json::Value {
     let mut value = serde_json::to_value(b).unwrap_or(serde_json::Value::Null);
     if let serde_json::Value::Object(map) = &mut value {
-        map.insert("expires_in".into(), (b.expires_at - unix_now()).max(0).into());
+        map.insert(
+            "expires_in".into(),
+            (b.expires_at - unix_now()).max(0).into(),
+        );
         map.insert("q".into(), (f64::from(b.q_milli) / 1000.0).into());
     }
     value
@@ -456,7 +506,10 @@ fn read_password(args: &PasswordArgs, user: &str) -> anyhow::Result<String> {
         return Ok(first);
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("cannot read the password from standard input")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
@@ -552,9 +605,18 @@ mod tests {
     fn command_line_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        let cli = Cli::try_parse_from(["confab", "user", "add", "bob", "--data-dir", "/tmp/x"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["confab", "user", "add", "bob", "--data-dir", "/tmp/x"]).unwrap();
         assert_eq!(cli.data_dir.as_deref(), Some(Path::new("/tmp/x")));
-        assert!(Cli::try_parse_from(["confab", "user", "add", "bob", "--password", "a", "--password-stdin"])
-            .is_err());
+        assert!(Cli::try_parse_from([
+            "confab",
+            "user",
+            "add",
+            "bob",
+            "--password",
+            "a",
+            "--password-stdin"
+        ])
+        .is_err());
     }
 }

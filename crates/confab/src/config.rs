@@ -79,6 +79,9 @@ nonce_lifetime_secs = 300
 max_failures = 10
 failure_window_secs = 60
 ban_secs = 600
+# Digest algorithms offered, most preferred first (RFC 8760): "SHA-256", "MD5". Clients that
+# read only the first challenge (SIPp, some old phones) need "MD5" first.
+algorithms = ["SHA-256", "MD5"]
 
 [log]
 # A tracing filter: error, warn, info, debug, trace, or directives like "info,confab_sip=debug".
@@ -213,7 +216,12 @@ pub(crate) struct RegistrarConfig {
 
 impl Default for RegistrarConfig {
     fn default() -> Self {
-        Self { min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts_per_aor: 10 }
+        Self {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            max_contacts_per_aor: 10,
+        }
     }
 }
 
@@ -226,11 +234,19 @@ pub(crate) struct AuthConfig {
     pub(crate) failure_window_secs: u64,
     /// 0 disables bans.
     pub(crate) ban_secs: u64,
+    /// Digest algorithms offered, most preferred first.
+    pub(crate) algorithms: Vec<String>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { nonce_lifetime_secs: 300, max_failures: 10, failure_window_secs: 60, ban_secs: 600 }
+        Self {
+            nonce_lifetime_secs: 300,
+            max_failures: 10,
+            failure_window_secs: 60,
+            ban_secs: 600,
+            algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
+        }
     }
 }
 
@@ -261,7 +277,10 @@ pub(crate) struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".to_owned(), format: LogFormat::Text }
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -321,7 +340,10 @@ impl fmt::Display for Problem {
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem { key: key.into(), message: message.into() }
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 impl Config {
@@ -329,9 +351,14 @@ impl Config {
     /// environment.
     pub(crate) fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let text = match file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
-                ConfigError::Read { path: path.to_path_buf(), source }
-            })?),
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })?,
+                )
+            }
             None => None,
         };
         Self::from_sources(text.as_deref(), std::env::vars())
@@ -345,8 +372,9 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table = match file {
             Some(text) => {
-                let table: toml::Table =
-                    text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+                let table: toml::Table = text
+                    .parse()
+                    .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
                 // Deserialize the file alone first, so that its mistakes are reported with their
                 // line numbers.
                 let deserializer = toml::Deserializer::new(text);
@@ -356,16 +384,28 @@ impl Config {
                         Some(line) => format!("{} (line {line})", e.path()),
                         None => e.path().to_string(),
                     };
-                    return Err(ConfigError::Invalid(vec![problem(key, clarify(e.inner().message()))]));
+                    return Err(ConfigError::Invalid(vec![problem(
+                        key,
+                        clarify(e.inner().message()),
+                    )]));
                 }
                 table
             }
             None => toml::Table::new(),
         };
-        apply_env(&mut table, env)?;
-        let config: Self = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
-                ConfigError::Invalid(vec![problem(e.path().to_string(), clarify(e.inner().message()))])
+        let from_env = apply_env(&mut table, env)?;
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let mut key = e.path().to_string();
+                // Name the variable when the bad value came from the environment.
+                let var = from_env.iter().find(|(setting, _)| {
+                    key.strip_prefix(setting.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('['))
+                });
+                if let Some((_, var)) = var {
+                    key = format!("{key} ({var})");
+                }
+                ConfigError::Invalid(vec![problem(key, clarify(e.inner().message()))])
             })?;
         config.validate()?;
         Ok(config)
@@ -390,7 +430,10 @@ impl Config {
         check(
             is_host(&server.domain),
             "server.domain",
-            format!("{:?} is not a domain name (expected e.g. \"example.com\")", server.domain),
+            format!(
+                "{:?} is not a domain name (expected e.g. \"example.com\")",
+                server.domain
+            ),
         );
         for (i, alias) in server.aliases.iter().enumerate() {
             check(
@@ -400,11 +443,27 @@ impl Config {
             );
         }
 
+        check(
+            !self.auth.algorithms.is_empty(),
+            "auth.algorithms",
+            "must name at least one algorithm (expected e.g. [\"SHA-256\", \"MD5\"])".to_owned(),
+        );
+        for (i, name) in self.auth.algorithms.iter().enumerate() {
+            check(
+                confab_sip::auth::Algorithm::parse(name).is_ok(),
+                &format!("auth.algorithms[{i}]"),
+                format!("{name:?} is not a digest algorithm (expected \"SHA-256\" or \"MD5\")"),
+            );
+        }
+
         let sip = &self.sip;
         check(
-            [&sip.udp, &sip.tcp, &sip.tls, &sip.ws, &sip.wss].iter().any(|l| !l.is_empty()),
+            [&sip.udp, &sip.tcp, &sip.tls, &sip.ws, &sip.wss]
+                .iter()
+                .any(|l| !l.is_empty()),
             "sip",
-            "every transport list (udp, tcp, tls, ws, wss) is empty: enable at least one".to_owned(),
+            "every transport list (udp, tcp, tls, ws, wss) is empty: enable at least one"
+                .to_owned(),
         );
         if let Some(addr) = &sip.advertised_address {
             check(
@@ -416,17 +475,31 @@ impl Config {
                 ),
             );
         }
-        check(sip.t1_ms > 0, "sip.t1_ms", "must be at least 1 (milliseconds)".to_owned());
+        check(
+            sip.t1_ms > 0,
+            "sip.t1_ms",
+            "must be at least 1 (milliseconds)".to_owned(),
+        );
         check(
             sip.t2_ms >= sip.t1_ms,
             "sip.t2_ms",
-            format!("{} is less than sip.t1_ms ({}); T2 must be at least T1", sip.t2_ms, sip.t1_ms),
+            format!(
+                "{} is less than sip.t1_ms ({}); T2 must be at least T1",
+                sip.t2_ms, sip.t1_ms
+            ),
         );
-        check(sip.t4_ms > 0, "sip.t4_ms", "must be at least 1 (milliseconds)".to_owned());
+        check(
+            sip.t4_ms > 0,
+            "sip.t4_ms",
+            "must be at least 1 (milliseconds)".to_owned(),
+        );
         check(
             (1024..=16 * 1024 * 1024).contains(&sip.max_message_size),
             "sip.max_message_size",
-            format!("{} is out of range (expected 1024 to 16777216 bytes)", sip.max_message_size),
+            format!(
+                "{} is out of range (expected 1024 to 16777216 bytes)",
+                sip.max_message_size
+            ),
         );
         check(
             sip.max_connections_per_ip > 0,
@@ -447,12 +520,20 @@ impl Config {
         }
         for (key, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
             if let Some(path) = path {
-                check(path.is_file(), key, format!("file {} does not exist", path.display()));
+                check(
+                    path.is_file(),
+                    key,
+                    format!("file {} does not exist", path.display()),
+                );
             }
         }
 
         let reg = &self.registrar;
-        check(reg.min_expires > 0, "registrar.min_expires", "must be at least 1 (seconds)".to_owned());
+        check(
+            reg.min_expires > 0,
+            "registrar.min_expires",
+            "must be at least 1 (seconds)".to_owned(),
+        );
         check(
             reg.min_expires <= reg.max_expires,
             "registrar.min_expires",
@@ -482,7 +563,11 @@ impl Config {
             "auth.nonce_lifetime_secs",
             "must be at least 1 (seconds)".to_owned(),
         );
-        check(auth.max_failures > 0, "auth.max_failures", "must be at least 1".to_owned());
+        check(
+            auth.max_failures > 0,
+            "auth.max_failures",
+            "must be at least 1".to_owned(),
+        );
         check(
             auth.failure_window_secs > 0,
             "auth.failure_window_secs",
@@ -515,10 +600,20 @@ impl Config {
         toml::to_string_pretty(self).expect("Config always serializes to TOML")
     }
 
+    /// The configured digest algorithms, most preferred first (valid after `validate`).
+    pub(crate) fn digest_algorithms(&self) -> Vec<confab_sip::auth::Algorithm> {
+        self.auth
+            .algorithms
+            .iter()
+            .filter_map(|a| confab_sip::auth::Algorithm::parse(a).ok())
+            .collect()
+    }
+
     /// The domain and its aliases: host names that mean "this server".
     #[allow(dead_code)] // For the server wiring (server.rs).
     pub(crate) fn local_domains(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.server.domain.as_str()).chain(self.server.aliases.iter().map(String::as_str))
+        std::iter::once(self.server.domain.as_str())
+            .chain(self.server.aliases.iter().map(String::as_str))
     }
 
     #[allow(dead_code)] // For the server wiring (server.rs).
@@ -542,13 +637,14 @@ impl Config {
 }
 
 /// Overrides `table` with the `CONFAB_<SECTION>__<KEY>` variables in `env`, converting each value
-/// to the type of its key.
+/// to the type of its key. Returns which variable set which `section.key`.
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let schema = schema();
     let mut problems = Vec::new();
+    let mut applied = BTreeMap::new();
     // Sorted, so that errors come out in a stable order.
     let vars: BTreeMap<String, String> = env
         .into_iter()
@@ -556,16 +652,24 @@ fn apply_env(
         .collect();
     for (var, raw) in vars {
         let rest = var[ENV_PREFIX.len()..].to_ascii_lowercase();
-        let Some((section, key)) = rest.split_once("__").filter(|(s, k)| !s.is_empty() && !k.contains("__"))
+        let Some((section, key)) = rest
+            .split_once("__")
+            .filter(|(s, k)| !s.is_empty() && !k.contains("__"))
         else {
-            problems.push(problem(var, "expected CONFAB_<SECTION>__<KEY>, e.g. CONFAB_SIP__UDP"));
+            problems.push(problem(
+                var,
+                "expected CONFAB_<SECTION>__<KEY>, e.g. CONFAB_SIP__UDP",
+            ));
             continue;
         };
         let Some(keys) = schema.get(section) else {
             let sections: Vec<_> = schema.keys().map(String::as_str).collect();
             problems.push(problem(
                 var,
-                format!("unknown section `{section}`, expected one of {}", sections.join(", ")),
+                format!(
+                    "unknown section `{section}`, expected one of {}",
+                    sections.join(", ")
+                ),
             ));
             continue;
         };
@@ -573,7 +677,10 @@ fn apply_env(
             let known: Vec<_> = keys.keys().map(String::as_str).collect();
             problems.push(problem(
                 var,
-                format!("unknown key `{section}.{key}`, expected one of {}", known.join(", ")),
+                format!(
+                    "unknown key `{section}.{key}`, expected one of {}",
+                    known.join(", ")
+                ),
             ));
             continue;
         };
@@ -614,12 +721,13 @@ fn apply_env(
         match section_table {
             toml::Value::Table(t) => {
                 t.insert(key.to_owned(), value);
+                applied.insert(format!("{section}.{key}"), var.clone());
             }
             _ => problems.push(problem(section, "expected a table, e.g. [sip]")),
         }
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(applied)
     } else {
         Err(ConfigError::Invalid(problems))
     }
@@ -635,13 +743,17 @@ enum Kind {
 }
 
 /// Settings that are unset by default, so that serializing the defaults does not show them.
-const OPTIONAL_KEYS: [(&str, &str); 3] =
-    [("sip", "advertised_address"), ("tls", "cert"), ("tls", "key")];
+const OPTIONAL_KEYS: [(&str, &str); 3] = [
+    ("sip", "advertised_address"),
+    ("tls", "cert"),
+    ("tls", "key"),
+];
 
 /// Every section and key with its kind, read off the serialized defaults so it cannot drift from
 /// the structs.
 fn schema() -> BTreeMap<String, BTreeMap<String, Kind>> {
-    let defaults = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(toml::Table::new()));
+    let defaults =
+        toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(toml::Table::new()));
     let mut schema: BTreeMap<String, BTreeMap<String, Kind>> = BTreeMap::new();
     if let toml::Value::Table(sections) = defaults {
         for (section, keys) in sections {
@@ -660,7 +772,10 @@ fn schema() -> BTreeMap<String, BTreeMap<String, Kind>> {
         }
     }
     for (section, key) in OPTIONAL_KEYS {
-        schema.entry(section.to_owned()).or_default().insert(key.to_owned(), Kind::String);
+        schema
+            .entry(section.to_owned())
+            .or_default()
+            .insert(key.to_owned(), Kind::String);
     }
     schema
 }
@@ -670,7 +785,10 @@ fn clarify(message: &str) -> String {
     let mut message = message.trim().to_owned();
     for (rust, words) in [
         ("expected u16", "expected a whole number from 0 to 65535"),
-        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
         ("expected u64", "expected a non-negative whole number"),
         ("expected usize", "expected a non-negative whole number"),
         ("expected a string", "expected a quoted string"),
@@ -685,7 +803,12 @@ fn clarify(message: &str) -> String {
 
 /// 1-based line number of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Whether `s` is an IP address or a DNS host name (RFC 1123 labels).
@@ -701,7 +824,9 @@ fn is_host(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -760,7 +885,9 @@ mod tests {
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn from(file: &str) -> Result<Config, ConfigError> {
@@ -768,13 +895,18 @@ mod tests {
     }
 
     fn error(file: &str, vars: &[(&str, &str)]) -> String {
-        Config::from_sources(Some(file), env(vars)).unwrap_err().to_string()
+        Config::from_sources(Some(file), env(vars))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn embedded_default_toml_is_the_default() {
         assert_eq!(from(DEFAULT_TOML).unwrap(), Config::default());
-        assert_eq!(Config::from_sources(None, env(&[])).unwrap(), Config::default());
+        assert_eq!(
+            Config::from_sources(None, env(&[])).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
@@ -785,14 +917,21 @@ mod tests {
         config.server.aliases = vec!["pbx.example.com".into()];
         let text = config.to_toml();
         assert_eq!(from(&text).unwrap(), config);
-        assert_eq!(from(&Config::default().to_toml()).unwrap(), Config::default());
+        assert_eq!(
+            from(&Config::default().to_toml()).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]
     fn file_overrides_defaults_and_keeps_the_rest() {
-        let config = from("[sip]\nudp = [\"127.0.0.1:5070\"]\nwss = []\n[server]\ndomain = \"pbx.test\"\n")
-            .unwrap();
-        assert_eq!(config.sip.udp, ["127.0.0.1:5070".parse::<SocketAddr>().unwrap()]);
+        let config =
+            from("[sip]\nudp = [\"127.0.0.1:5070\"]\nwss = []\n[server]\ndomain = \"pbx.test\"\n")
+                .unwrap();
+        assert_eq!(
+            config.sip.udp,
+            ["127.0.0.1:5070".parse::<SocketAddr>().unwrap()]
+        );
         assert!(config.sip.wss.is_empty());
         assert_eq!(config.sip.tcp, SipConfig::default().tcp);
         assert_eq!(config.server.domain, "pbx.test");
@@ -816,15 +955,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.sip.udp.len(), 2);
-        assert_eq!(config.sip.udp[1], "127.0.0.1:5071".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            config.sip.udp[1],
+            "127.0.0.1:5071".parse::<SocketAddr>().unwrap()
+        );
         assert!(config.sip.ws.is_empty());
         // The prefix is upper case (the section and key are matched in any case).
-        assert_eq!(config.registrar.max_expires, 100, "confab_ is not the prefix");
+        assert_eq!(
+            config.registrar.max_expires, 100,
+            "confab_ is not the prefix"
+        );
         assert_eq!(config.sip.advertised_address.as_deref(), Some("127.0.0.1"));
         assert_eq!(config.log.format, LogFormat::Json);
 
-        let config = Config::from_sources(None, env(&[("CONFAB_Registrar__Max_Expires", "7200")]))
-            .unwrap();
+        let config =
+            Config::from_sources(None, env(&[("CONFAB_Registrar__Max_Expires", "7200")])).unwrap();
         assert_eq!(config.registrar.max_expires, 7200);
     }
 
@@ -847,15 +992,21 @@ mod tests {
     #[test]
     fn env_errors_name_the_variable() {
         let e = error("", &[("CONFAB_SIP__UPD", "127.0.0.1:5060")]);
-        assert!(e.starts_with("CONFAB_SIP__UPD: unknown key `sip.upd`, expected one of"), "{e}");
+        assert!(
+            e.starts_with("CONFAB_SIP__UPD: unknown key `sip.upd`, expected one of"),
+            "{e}"
+        );
         let e = error("", &[("CONFAB_SIPP__UDP", "x")]);
         assert!(e.contains("unknown section `sipp`"), "{e}");
         let e = error("", &[("CONFAB_SIP__T1_MS", "fast")]);
-        assert_eq!(e, "CONFAB_SIP__T1_MS (sip.t1_ms): \"fast\" is not a whole number");
+        assert_eq!(
+            e,
+            "CONFAB_SIP__T1_MS (sip.t1_ms): \"fast\" is not a whole number"
+        );
         let e = error("", &[("CONFAB_SIP__UDP", "127.0.0.1:5060,localhost:5060")]);
         assert_eq!(
             e,
-            "sip.udp[1]: \"localhost:5060\" is not a socket address (expected IP:PORT, e.g. \
+            "sip.udp[1] (CONFAB_SIP__UDP): \"localhost:5060\" is not a socket address (expected IP:PORT, e.g. \
              0.0.0.0:5060)"
         );
     }
@@ -869,16 +1020,28 @@ mod tests {
              e.g. 0.0.0.0:5060)"
         );
         let e = error("[sip]\nudpp = []\n", &[]);
-        assert!(e.starts_with("sip.udpp (line 2): unknown field `udpp`, expected one of `udp`"), "{e}");
+        assert!(
+            e.starts_with("sip.udpp (line 2): unknown field `udpp`, expected one of `udp`"),
+            "{e}"
+        );
         let e = error("[sipp]\n", &[]);
         assert!(e.starts_with("sipp (line 1): unknown field `sipp`"), "{e}");
         let e = error("[registrar]\nmin_expires = \"60\"\n", &[]);
-        assert!(e.starts_with("registrar.min_expires (line 2): invalid type: string \"60\""), "{e}");
-        assert!(e.ends_with("expected a whole number from 0 to 4294967295"), "{e}");
+        assert!(
+            e.starts_with("registrar.min_expires (line 2): invalid type: string \"60\""),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("expected a whole number from 0 to 4294967295"),
+            "{e}"
+        );
         let e = error("[sip]\nudp = \"0.0.0.0:5060\"\n", &[]);
         assert!(e.contains("expected a list of socket addresses"), "{e}");
         let e = error("[log]\nformat = \"xml\"\n", &[]);
-        assert!(e.starts_with("log.format (line 2): unknown variant `xml`"), "{e}");
+        assert!(
+            e.starts_with("log.format (line 2): unknown variant `xml`"),
+            "{e}"
+        );
         let e = error("[sip\n", &[]);
         assert!(e.starts_with("TOML parse error at line 1"), "{e}");
     }
@@ -907,7 +1070,10 @@ mod tests {
             ],
             "{lines:#?}"
         );
-        assert!(lines[5].contains("7200 is greater than registrar.max_expires (3600)"), "{e}");
+        assert!(
+            lines[5].contains("7200 is greater than registrar.max_expires (3600)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -917,10 +1083,12 @@ mod tests {
         assert!(from("[sip]\nudp=[]\ntcp=[]\ntls=[]\nws=[]\n").is_ok());
         assert!(from("[log]\nlevel = \"info,confab_sip=debug\"\n").is_ok());
         assert!(from("[log]\nlevel = \"[[[\"\n").is_err());
-        assert!(from("[server]\naliases = [\"pbx.example.com\", \"127.0.0.1\", \"bad_name\"]\n")
-            .unwrap_err()
-            .to_string()
-            .starts_with("server.aliases[2]: \"bad_name\""));
+        assert!(
+            from("[server]\naliases = [\"pbx.example.com\", \"127.0.0.1\", \"bad_name\"]\n")
+                .unwrap_err()
+                .to_string()
+                .starts_with("server.aliases[2]: \"bad_name\"")
+        );
         assert!(from("[sip]\nadvertised_address = \"sip.example.com\"\n").is_ok());
     }
 
@@ -930,7 +1098,10 @@ mod tests {
         assert_eq!(config.sip.t1(), Duration::from_millis(500));
         assert_eq!(config.auth.ban(), Duration::from_secs(600));
         assert_eq!(config.local_domains().collect::<Vec<_>>(), ["confab.local"]);
-        assert_eq!(config.tls_paths().0, Path::new("./confab-data/tls/cert.pem"));
+        assert_eq!(
+            config.tls_paths().0,
+            Path::new("./confab-data/tls/cert.pem")
+        );
         assert!(config.tls_self_signed());
     }
 }

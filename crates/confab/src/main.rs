@@ -35,7 +35,9 @@ fn main() -> ExitCode {
 /// Sets up `tracing` output on standard error: the filter comes from `RUST_LOG` when set, else
 /// from `level` (config `log.level`); `format` picks human-readable text or JSON lines.
 fn init_logging(level: &str, format: LogFormat) {
-    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let filter = match from_env.as_deref().map(|v| EnvFilter::builder().parse(v)) {
         Some(Ok(filter)) => filter,
         Some(Err(e)) => {
@@ -45,7 +47,9 @@ fn init_logging(level: &str, format: LogFormat) {
         // `Config::validate` has checked `level` already; lossy parsing keeps what is valid.
         None => EnvFilter::builder().parse_lossy(level),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // `try_init` fails only if a subscriber is already set, which then keeps logging.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -1,6 +1,477 @@
-//! Wires transports, the protocol core and storage into a running server. (Lead engineer: the
-//! real body is being written; this stub keeps the binary compiling meanwhile.)
+//! Wires transports, the protocol core and storage into a running server.
+//!
+//! The shape follows quinn's driver: `confab-core` holds every protocol decision and never reads
+//! the clock; this module feeds it bytes with the time they arrived, sends what it returns, wakes
+//! it for its timers and persists what it reports. Nothing here interprets SIP.
 
-pub async fn run(_config: crate::config::Config, _store: confab_store::Store) -> anyhow::Result<()> {
-    anyhow::bail!("server not wired yet")
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use confab_core::registrar::{Binding, LocationChange, RegistrarConfig};
+use confab_core::{CoreConfig, Endpoint, UserCredential, UserDirectory};
+use confab_net::{Handler, NetConfig, TransportHandle, Transports};
+use confab_sip::auth::Algorithm;
+use confab_sip::transaction::Timers;
+use confab_sip::{ConnectionId, Source, Transmit, TransportKind};
+use confab_store::{BindingRecord, Store};
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// How often the user cache checks the store for changes made by `confab user ...`.
+const DIRECTORY_POLL: Duration = Duration::from_secs(1);
+/// How often location changes are written behind to the store.
+const LOCATION_FLUSH: Duration = Duration::from_secs(1);
+/// Upper bound on how long the timer driver sleeps, so a deadline armed by another thread
+/// (a new transaction) is never late by more than this.
+const TIMER_TICK: Duration = Duration::from_millis(20);
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) async fn run(config: Config, store: Store) -> anyhow::Result<()> {
+    let realm = config.server.domain.clone();
+    let directory = Arc::new(CachedDirectory::default());
+    directory.reload(&store, &realm).await?;
+
+    let epoch = Instant::now();
+    let endpoint = Arc::new(Endpoint::new(
+        core_config(&config)?,
+        directory.clone(),
+        epoch,
+    ));
+
+    // Bindings persisted by an earlier run come back (their connections do not).
+    let restored = restore_bindings(&store, epoch, &realm).await?;
+    if !restored.is_empty() {
+        info!(count = restored.len(), "restored registrations");
+        endpoint
+            .registrar()
+            .restore(Instant::now(), unix_now(), restored);
+    }
+
+    let transports = Transports::bind(net_config(&config))
+        .await
+        .context("binding SIP transports")?;
+    for (kind, addr) in transports.local_addrs() {
+        info!(transport = %kind, %addr, "listening");
+    }
+    let handler = Arc::new(Dispatch {
+        endpoint: endpoint.clone(),
+        out: transports.handle(),
+    });
+    transports.start(handler.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let timers = tokio::spawn(drive_timers(
+        endpoint.clone(),
+        transports.handle(),
+        stop_rx.clone(),
+    ));
+    let persist = tokio::spawn(write_behind(
+        endpoint.clone(),
+        store.clone(),
+        realm.clone(),
+        stop_rx.clone(),
+    ));
+    let reload = tokio::spawn(watch_directory(directory, store.clone(), realm, stop_rx));
+
+    info!(domain = %config.server.domain, "confab is running");
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    transports.shutdown().await;
+    let _ = timers.await;
+    let _ = reload.await;
+    // Last: flush every location change the run made, so a restart finds them.
+    let _ = persist.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// The transports' handler: runs on the receiving thread or task, synchronously.
+struct Dispatch {
+    endpoint: Arc<Endpoint>,
+    out: TransportHandle,
+}
+
+thread_local! {
+    // Reused per thread so answering a message allocates no output vector.
+    static OUTBOX: RefCell<Vec<Transmit>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Handler for Dispatch {
+    fn on_message(&self, bytes: Bytes, source: Source) {
+        OUTBOX.with(|outbox| {
+            let mut outbox = outbox.borrow_mut();
+            self.endpoint.handle_message(
+                source.received_at,
+                unix_now(),
+                &bytes,
+                &source,
+                &mut outbox,
+            );
+            send_all(&self.out, outbox.drain(..));
+        });
+    }
+
+    fn on_connection_closed(&self, id: ConnectionId) {
+        self.endpoint.connection_closed(id, Instant::now());
+    }
+}
+
+fn send_all(out: &TransportHandle, transmits: impl Iterator<Item = Transmit>) {
+    for transmit in transmits {
+        let destination = transmit.destination;
+        if let Err(error) = out.send(transmit) {
+            tracing::debug!(?destination, %error, "send failed");
+        }
+    }
+}
+
+/// Wakes the core at its earliest deadline (transactions, nonces, bans, binding expiry).
+async fn drive_timers(
+    endpoint: Arc<Endpoint>,
+    out: TransportHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut outbox = Vec::new();
+    loop {
+        let now = Instant::now();
+        let wake = endpoint
+            .poll_timeout()
+            .map_or(now + TIMER_TICK, |at| at.min(now + TIMER_TICK));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = stop.changed() => return,
+        }
+        endpoint.handle_timeout(Instant::now(), &mut outbox);
+        send_all(&out, outbox.drain(..));
+    }
+}
+
+/// Persists location changes in batches, so `confab registrations` and a restart see them
+/// without a database write on the REGISTER hot path.
+async fn write_behind(
+    endpoint: Arc<Endpoint>,
+    store: Store,
+    domain: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changes = Vec::new();
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(LOCATION_FLUSH) => false,
+            _ = stop.changed() => true,
+        };
+        endpoint.registrar().drain_changes(&mut changes);
+        if !changes.is_empty() {
+            if let Err(error) = persist(&store, endpoint.registrar(), &domain, &mut changes).await {
+                warn!(%error, "could not persist registrations; will retry");
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn persist(
+    store: &Store,
+    registrar: &confab_core::Registrar,
+    domain: &str,
+    changes: &mut Vec<LocationChange>,
+) -> anyhow::Result<()> {
+    let now_unix = unix_now();
+    // Collapse to the last change per binding, then write upserts and removals.
+    let mut last: HashMap<(String, String), Option<BindingRecord>> = HashMap::new();
+    for change in changes.iter() {
+        match change {
+            LocationChange::Upserted(b) => {
+                let r = binding_record(b, domain, now_unix);
+                last.insert((r.aor.clone(), r.contact.clone()), Some(r));
+            }
+            LocationChange::Removed { binding, .. } => {
+                last.insert(
+                    (aor_uri(&binding.aor, domain), binding.contact.to_string()),
+                    None,
+                );
+            }
+            LocationChange::Resync => {
+                // Changes were lost while nobody drained them: rewrite everything we know.
+                for b in registrar.snapshot() {
+                    let r = binding_record(&b, domain, now_unix);
+                    last.insert((r.aor.clone(), r.contact.clone()), Some(r));
+                }
+                store.remove_expired_bindings(i64::MAX).await?;
+            }
+            _ => {}
+        }
+    }
+    let mut upserts = Vec::new();
+    let mut removals = Vec::new();
+    for (key, record) in last {
+        match record {
+            Some(r) => upserts.push(r),
+            None => removals.push(key),
+        }
+    }
+    if !removals.is_empty() {
+        store.remove_bindings(&removals).await?;
+    }
+    if !upserts.is_empty() {
+        store.save_bindings(&upserts).await?;
+    }
+    changes.clear();
+    Ok(())
+}
+
+fn aor_uri(user: &str, domain: &str) -> String {
+    format!("sip:{user}@{domain}")
+}
+
+fn binding_record(b: &Binding, domain: &str, now_unix: u64) -> BindingRecord {
+    BindingRecord {
+        aor: aor_uri(&b.aor, domain),
+        contact: b.contact.to_string(),
+        expires_at: i64::try_from(b.expires_unix).unwrap_or(i64::MAX),
+        q_milli: b.q_milli,
+        call_id: b.call_id.to_string(),
+        cseq: b.cseq,
+        instance: b.instance.as_deref().map(str::to_owned),
+        reg_id: b.reg_id,
+        transport: b.source.transport.via_token().to_owned(),
+        source: b.source.peer.to_string(),
+        local: b.source.local.to_string(),
+        user_agent: b.user_agent.as_deref().map(str::to_owned),
+        updated_at: i64::try_from(now_unix).unwrap_or(i64::MAX),
+    }
+}
+
+async fn restore_bindings(
+    store: &Store,
+    epoch: Instant,
+    domain: &str,
+) -> anyhow::Result<Vec<Binding>> {
+    let now = Instant::now();
+    let now_unix = unix_now();
+    let mut out = Vec::new();
+    for r in store.load_bindings().await? {
+        let expires_unix = u64::try_from(r.expires_at).unwrap_or(0);
+        let remaining = expires_unix.saturating_sub(now_unix);
+        let user = r.aor_user();
+        if remaining == 0 || user.is_empty() || !r.aor.ends_with(&format!("@{domain}")) {
+            continue;
+        }
+        let (Some(transport), Ok(peer), Ok(local)) = (
+            TransportKind::from_token(&r.transport),
+            r.source.parse::<SocketAddr>(),
+            r.local.parse::<SocketAddr>(),
+        ) else {
+            continue;
+        };
+        out.push(Binding {
+            aor: user.into(),
+            contact: r.contact.into_boxed_str(),
+            expires_at: now + Duration::from_secs(remaining),
+            expires_unix,
+            q_milli: r.q_milli.min(1000),
+            call_id: r.call_id.into_boxed_str(),
+            cseq: r.cseq,
+            instance: r.instance.map(String::into_boxed_str),
+            reg_id: r.reg_id,
+            source: Source {
+                transport,
+                peer,
+                local,
+                connection: None,
+                received_at: epoch,
+            },
+            user_agent: r.user_agent.map(String::into_boxed_str),
+        });
+    }
+    Ok(out)
+}
+
+/// The user directory the core reads on every authentication: an in-memory copy of the store's
+/// credentials, swapped whole when `confab user ...` changes the store.
+#[derive(Default)]
+struct CachedDirectory {
+    inner: RwLock<DirectoryState>,
+}
+
+#[derive(Default)]
+struct DirectoryState {
+    version: u64,
+    by_name: HashMap<(String, Algorithm), UserCredential>,
+}
+
+impl CachedDirectory {
+    async fn reload(&self, store: &Store, realm: &str) -> anyhow::Result<()> {
+        let version = store.directory_version().await?;
+        let mut by_name = HashMap::new();
+        for c in store.load_credentials(realm).await? {
+            by_name.insert(
+                (c.digest_username.clone(), c.algorithm),
+                UserCredential {
+                    user: c.username.clone(),
+                    extension: c.extension.clone(),
+                    ha1: c.ha1.clone(),
+                },
+            );
+        }
+        let mut state = self.inner.write();
+        state.version = version;
+        state.by_name = by_name;
+        Ok(())
+    }
+
+    fn version(&self) -> u64 {
+        self.inner.read().version
+    }
+}
+
+impl UserDirectory for CachedDirectory {
+    fn credentials(&self, digest_username: &str, algorithm: Algorithm) -> Option<UserCredential> {
+        // Digest user names are case-sensitive strings (RFC 7616 §3.4); no folding.
+        self.inner
+            .read()
+            .by_name
+            .get(&(digest_username.to_owned(), algorithm))
+            .cloned()
+    }
+}
+
+async fn watch_directory(
+    directory: Arc<CachedDirectory>,
+    store: Store,
+    realm: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DIRECTORY_POLL) => {}
+            _ = stop.changed() => return,
+        }
+        match store.directory_version().await {
+            Ok(v) if v != directory.version() => {
+                if let Err(error) = directory.reload(&store, &realm).await {
+                    warn!(%error, "could not reload users");
+                } else {
+                    info!("user directory reloaded");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "could not read the user directory version"),
+        }
+    }
+}
+
+fn core_config(config: &Config) -> anyhow::Result<CoreConfig> {
+    let mut local_ips: Vec<IpAddr> = Vec::new();
+    let mut local_hosts: Vec<String> = config.server.aliases.clone();
+    if let Some(adv) = &config.sip.advertised_address {
+        match adv.parse::<IpAddr>() {
+            Ok(ip) => local_ips.push(ip),
+            Err(_) => local_hosts.push(adv.clone()),
+        }
+    }
+    let listen = config
+        .sip
+        .udp
+        .iter()
+        .chain(&config.sip.tcp)
+        .chain(&config.sip.tls)
+        .chain(&config.sip.ws)
+        .chain(&config.sip.wss);
+    for addr in listen {
+        if addr.ip().is_unspecified() {
+            // Bound to every address: every address of this host is ours.
+            if let Ok(ifaces) = if_addrs::get_if_addrs() {
+                local_ips.extend(ifaces.into_iter().map(|i| i.ip()));
+            }
+        } else {
+            local_ips.push(addr.ip());
+        }
+    }
+    local_ips.sort();
+    local_ips.dedup();
+    Ok(CoreConfig {
+        domain: config.server.domain.clone(),
+        local_hosts,
+        local_ips,
+        registrar: RegistrarConfig {
+            min_expires: config.registrar.min_expires,
+            max_expires: config.registrar.max_expires,
+            default_expires: config.registrar.default_expires,
+            max_contacts_per_aor: config.registrar.max_contacts_per_aor as usize,
+            domain: config.server.domain.clone(),
+        },
+        timers: Timers {
+            t1: Duration::from_millis(config.sip.t1_ms),
+            t2: Duration::from_millis(config.sip.t2_ms),
+            t4: Duration::from_millis(config.sip.t4_ms),
+        },
+        nonce_lifetime: Duration::from_secs(config.auth.nonce_lifetime_secs),
+        max_auth_failures: config.auth.max_failures,
+        failure_window: Duration::from_secs(config.auth.failure_window_secs),
+        ban_duration: Duration::from_secs(config.auth.ban_secs),
+        digest_algorithms: config.digest_algorithms(),
+        rng_seed: None,
+    })
+}
+
+fn net_config(config: &Config) -> NetConfig {
+    let mut tls_names = vec![config.server.domain.clone(), "localhost".to_owned()];
+    tls_names.extend(config.server.aliases.iter().cloned());
+    if let Some(adv) = &config.sip.advertised_address {
+        tls_names.push(adv.clone());
+    }
+    NetConfig {
+        udp: config.sip.udp.clone(),
+        tcp: config.sip.tcp.clone(),
+        tls: config.sip.tls.clone(),
+        ws: config.sip.ws.clone(),
+        wss: config.sip.wss.clone(),
+        tls_cert: config.tls.cert.clone(),
+        tls_key: config.tls.key.clone(),
+        tls_dir: config.server.data_dir.join("tls"),
+        tls_names,
+        max_message_size: config.sip.max_message_size,
+        max_connections_per_ip: config.sip.max_connections_per_ip as usize,
+        idle_timeout: Duration::from_secs(config.sip.connection_idle_timeout_secs),
+        ..NetConfig::default()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }

@@ -13,7 +13,9 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self) -> &Path {
@@ -41,9 +43,17 @@ impl Env {
             }
         }
         command.envs(vars.iter().copied());
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
@@ -57,7 +67,11 @@ impl Env {
         let mut full = vec!["--data-dir", data_dir.as_str()];
         full.extend_from_slice(args);
         let out = self.run_with(&full, &[], stdin);
-        assert!(out.status.success(), "confab {args:?} failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "confab {args:?} failed: {}",
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
@@ -67,7 +81,12 @@ impl Env {
         let mut full = vec!["--data-dir", data_dir.as_str()];
         full.extend_from_slice(args);
         let out = self.run_with(&full, &[], stdin);
-        assert_eq!(out.status.code(), Some(code), "confab {args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "confab {args:?}: {}",
+            text(&out.stderr)
+        );
         text(&out.stderr)
     }
 }
@@ -80,10 +99,22 @@ fn text(bytes: &[u8]) -> String {
 fn user_add_list_show_passwd_remove() {
     let env = Env::new();
     let out = env.ok(
-        &["user", "add", "alice", "--display-name", "Alice Liddell", "--extension", "1001", "--password-stdin"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--display-name",
+            "Alice Liddell",
+            "--extension",
+            "1001",
+            "--password-stdin",
+        ],
         "s3cret\n",
     );
-    assert_eq!(out, "added user alice (sip:alice@confab.local, extension 1001)\n");
+    assert_eq!(
+        out,
+        "added user alice (sip:alice@confab.local, extension 1001)\n"
+    );
     // Without --password or --password-stdin, a password is read from a non-terminal stdin.
     env.ok(&["user", "add", "bob"], "hunter2\n");
     env.ok(&["user", "add", "carol", "--password", "pw"], "");
@@ -93,10 +124,14 @@ fn user_add_list_show_passwd_remove() {
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 4, "{list}");
     assert!(lines[0].starts_with("USER "), "{list}");
-    assert!(lines[1].starts_with("alice  1001") && lines[1].contains("Alice Liddell"), "{list}");
+    assert!(
+        lines[1].starts_with("alice  1001") && lines[1].contains("Alice Liddell"),
+        "{list}"
+    );
     assert!(lines[2].starts_with("bob "), "{list}");
 
-    let json: serde_json::Value = serde_json::from_str(&env.ok(&["user", "list", "--json"], "")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["user", "list", "--json"], "")).unwrap();
     assert_eq!(json[0]["username"], "alice");
     assert_eq!(json[0]["extension"], "1001");
     assert_eq!(json.as_array().unwrap().len(), 3);
@@ -106,7 +141,10 @@ fn user_add_list_show_passwd_remove() {
         let show = env.ok(&["user", "show", who], "");
         assert!(show.contains("User:          alice"), "{show}");
         assert!(show.contains("Extension:     1001"), "{show}");
-        assert!(show.contains("Address:       sip:alice@confab.local"), "{show}");
+        assert!(
+            show.contains("Address:       sip:alice@confab.local"),
+            "{show}"
+        );
         assert!(!show.contains("s3cret"));
     }
 
@@ -123,26 +161,66 @@ fn user_add_list_show_passwd_remove() {
 #[test]
 fn user_add_refuses_duplicates_and_bad_names() {
     let env = Env::new();
-    env.ok(&["user", "add", "alice", "--extension", "1001", "--password", "pw"], "");
+    env.ok(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--extension",
+            "1001",
+            "--password",
+            "pw",
+        ],
+        "",
+    );
 
     let err = env.fails(&["user", "add", "alice", "--password", "pw"], "", 1);
     assert_eq!(err, "error: user \"alice\" already exists\n");
-    let err = env.fails(&["user", "add", "bob", "--extension", "1001", "--password", "pw"], "", 1);
+    let err = env.fails(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--extension",
+            "1001",
+            "--password",
+            "pw",
+        ],
+        "",
+        1,
+    );
     assert_eq!(err, "error: extension 1001 is already taken by alice\n");
     let err = env.fails(&["user", "add", "Bob", "--password", "pw"], "", 1);
-    assert!(err.contains("invalid user name \"Bob\"") && err.contains("lower-case"), "{err}");
+    assert!(
+        err.contains("invalid user name \"Bob\"") && err.contains("lower-case"),
+        "{err}"
+    );
     let err = env.fails(&["user", "add", "-bob", "--password", "pw"], "", 2);
-    assert!(err.contains("unexpected argument"), "clap refuses it as an option: {err}");
+    assert!(
+        err.contains("unexpected argument"),
+        "clap refuses it as an option: {err}"
+    );
     let err = env.fails(&["user", "add", "bob@x", "--password", "pw"], "", 1);
     assert!(err.contains("invalid user name"), "{err}");
-    let err = env.fails(&["user", "add", "bob", "--extension", "1", "--password", "pw"], "", 1);
-    assert!(err.contains("invalid extension \"1\": use 2 to 15 digits"), "{err}");
+    let err = env.fails(
+        &["user", "add", "bob", "--extension", "1", "--password", "pw"],
+        "",
+        1,
+    );
+    assert!(
+        err.contains("invalid extension \"1\": use 2 to 15 digits"),
+        "{err}"
+    );
     let err = env.fails(&["user", "add", "bob", "--password-stdin"], "", 1);
     assert!(err.contains("no password on standard input"), "{err}");
     let err = env.fails(&["user", "passwd", "nobody", "--password", "x"], "", 1);
     assert!(err.contains("no such user"), "{err}");
 
-    assert_eq!(env.ok(&["user", "list"], "").lines().count(), 2, "only alice");
+    assert_eq!(
+        env.ok(&["user", "list"], "").lines().count(),
+        2,
+        "only alice"
+    );
 }
 
 #[test]
@@ -152,16 +230,50 @@ fn user_commands_take_data_dir_and_domain_from_config() {
         "confab.toml",
         "[server]\ndata_dir = \"from-config\"\ndomain = \"pbx.example.test\"\n",
     );
-    let out = env.run_with(&["--config", &config, "user", "add", "dave", "--password", "pw"], &[], "");
+    let out = env.run_with(
+        &[
+            "--config",
+            &config,
+            "user",
+            "add",
+            "dave",
+            "--password",
+            "pw",
+        ],
+        &[],
+        "",
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "added user dave (sip:dave@pbx.example.test)\n");
+    assert_eq!(
+        text(&out.stdout),
+        "added user dave (sip:dave@pbx.example.test)\n"
+    );
     assert!(env.path().join("from-config/confab.db").exists());
     // CONFAB_CONFIG names the file too.
     let out = env.run_with(&["user", "show", "dave"], &[("CONFAB_CONFIG", &config)], "");
-    assert!(text(&out.stdout).contains("(realm pbx.example.test)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("(realm pbx.example.test)"),
+        "{}",
+        text(&out.stdout)
+    );
     // --data-dir wins over the file.
-    let out = env.run_with(&["--config", &config, "--data-dir", "elsewhere", "user", "list"], &[], "");
-    assert!(text(&out.stdout).starts_with("no users"), "{}", text(&out.stdout));
+    let out = env.run_with(
+        &[
+            "--config",
+            &config,
+            "--data-dir",
+            "elsewhere",
+            "user",
+            "list",
+        ],
+        &[],
+        "",
+    );
+    assert!(
+        text(&out.stdout).starts_with("no users"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -197,14 +309,26 @@ fn config_check_accepts_good_files_and_names_the_bad_key() {
         let out = env.run(&["config", "check", &path]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
-        assert!(stderr.starts_with(&format!("{path}: invalid configuration:\n  ")), "{stderr}");
-        assert!(stderr.contains(expected), "{file}\nexpected: {expected}\nstderr: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("{path}: invalid configuration:\n  ")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{file}\nexpected: {expected}\nstderr: {stderr}"
+        );
     }
 
     // An environment variable is checked too, and named.
-    let out = env.run_with(&["config", "check", &good], &[("CONFAB_SIP__T1_MS", "soon")], "");
+    let out = env.run_with(
+        &["config", "check", &good],
+        &[("CONFAB_SIP__T1_MS", "soon")],
+        "",
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("CONFAB_SIP__T1_MS (sip.t1_ms): \"soon\" is not a whole number"));
+    assert!(
+        text(&out.stderr).contains("CONFAB_SIP__T1_MS (sip.t1_ms): \"soon\" is not a whole number")
+    );
 
     let out = env.run(&["config", "check", "missing.toml"]);
     assert_eq!(out.status.code(), Some(2));
@@ -225,7 +349,10 @@ fn config_default_is_valid_and_show_applies_file_then_env() {
     let out = env.run(&["config", "default"]);
     assert!(out.status.success());
     let default = text(&out.stdout);
-    assert!(default.contains("udp = [\"0.0.0.0:5060\"]") && default.contains("wss = [\"0.0.0.0:8443\"]"));
+    assert!(
+        default.contains("udp = [\"0.0.0.0:5060\"]")
+            && default.contains("wss = [\"0.0.0.0:8443\"]")
+    );
     let path = env.write("default.toml", &default);
     assert!(env.run(&["config", "check", &path]).status.success());
 
@@ -242,19 +369,42 @@ fn config_default_is_valid_and_show_applies_file_then_env() {
     let out = env.run_with(&["--config", &file, "config", "show"], &vars, "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
-    assert!(shown.contains("udp = [\n    \"127.0.0.1:5070\",\n    \"127.0.0.1:5071\",\n]"), "{shown}");
-    assert!(shown.contains("tcp = [\"127.0.0.1:5080\"]"), "file kept where env is silent: {shown}");
+    assert!(
+        shown.contains("udp = [\n    \"127.0.0.1:5070\",\n    \"127.0.0.1:5071\",\n]"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("tcp = [\"127.0.0.1:5080\"]"),
+        "file kept where env is silent: {shown}"
+    );
     assert!(shown.contains("wss = []"), "{shown}");
-    assert!(shown.contains("advertised_address = \"127.0.0.1\""), "{shown}");
+    assert!(
+        shown.contains("advertised_address = \"127.0.0.1\""),
+        "{shown}"
+    );
     assert!(shown.contains("max_expires = 7200"), "{shown}");
     assert!(shown.contains("level = \"debug\""), "{shown}");
-    assert!(shown.contains("ws = [\"0.0.0.0:8080\"]"), "defaults kept: {shown}");
+    assert!(
+        shown.contains("ws = [\"0.0.0.0:8080\"]"),
+        "defaults kept: {shown}"
+    );
 }
 
 #[test]
 fn registrations_lists_what_the_server_wrote() {
     let env = Env::new();
-    env.ok(&["user", "add", "alice", "--extension", "1001", "--password", "pw"], "");
+    env.ok(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--extension",
+            "1001",
+            "--password",
+            "pw",
+        ],
+        "",
+    );
     assert_eq!(env.ok(&["registrations"], ""), "no registrations\n");
 
     let now = std::time::SystemTime::now()
@@ -277,29 +427,59 @@ fn registrations_lists_what_the_server_wrote() {
         updated_at: now,
     };
     let data_dir = env.data_dir();
-    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-        let store = Store::open(Path::new(&data_dir)).await.unwrap();
-        store
-            .save_bindings(&[
-                binding("sip:alice@confab.local", "sip:alice@127.0.0.1:40000;transport=tcp", now + 600),
-                binding("sip:gone@confab.local", "sip:gone@127.0.0.1:40001", now - 10),
-            ])
-            .await
-            .unwrap();
-        store.close().await;
-    });
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = Store::open(Path::new(&data_dir)).await.unwrap();
+            store
+                .save_bindings(&[
+                    binding(
+                        "sip:alice@confab.local",
+                        "sip:alice@127.0.0.1:40000;transport=tcp",
+                        now + 600,
+                    ),
+                    binding(
+                        "sip:gone@confab.local",
+                        "sip:gone@127.0.0.1:40001",
+                        now - 10,
+                    ),
+                ])
+                .await
+                .unwrap();
+            store.close().await;
+        });
 
     let table = env.ok(&["registrations"], "");
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "expired ones are hidden: {table}");
-    for column in ["AOR", "CONTACT", "TRANSPORT", "SOURCE", "EXPIRES IN", "USER AGENT", "INSTANCE"] {
+    for column in [
+        "AOR",
+        "CONTACT",
+        "TRANSPORT",
+        "SOURCE",
+        "EXPIRES IN",
+        "USER AGENT",
+        "INSTANCE",
+    ] {
         assert!(lines[0].contains(column), "{table}");
     }
-    for value in ["sip:alice@confab.local", "TCP", "127.0.0.1:40000", "TestPhone/1.0", "urn:uuid:"] {
+    for value in [
+        "sip:alice@confab.local",
+        "TCP",
+        "127.0.0.1:40000",
+        "TestPhone/1.0",
+        "urn:uuid:",
+    ] {
         assert!(lines[1].contains(value), "{table}");
     }
     assert_eq!(env.ok(&["registrations", "--all"], "").lines().count(), 3);
-    assert_eq!(env.ok(&["registrations", "1001"], "").lines().count(), 2, "filter by extension");
+    assert_eq!(
+        env.ok(&["registrations", "1001"], "").lines().count(),
+        2,
+        "filter by extension"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&env.ok(&["registrations", "--json"], "")).unwrap();
@@ -316,5 +496,9 @@ fn registrations_lists_what_the_server_wrote() {
     assert!(show.contains("Registrations: 1"), "{show}");
     // Removing the user removes its registrations.
     env.ok(&["user", "remove", "alice"], "");
-    assert_eq!(env.ok(&["registrations", "--all"], "").lines().count(), 2, "only the other AoR");
+    assert_eq!(
+        env.ok(&["registrations", "--all"], "").lines().count(),
+        2,
+        "only the other AoR"
+    );
 }

@@ -22,13 +22,20 @@ struct Baresip {
 
 impl Baresip {
     fn output(&self) -> String {
-        fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// SIGTERM (baresip unregisters and exits), bounded; SIGKILL when it lingers.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -45,7 +52,11 @@ impl Drop for Baresip {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("===== baresip output ({}) =====\n{}\n===== end =====", self.log.display(), self.output());
+            eprintln!(
+                "===== baresip output ({}) =====\n{}\n===== end =====",
+                self.log.display(),
+                self.output()
+            );
         }
     }
 }
@@ -85,7 +96,11 @@ fn start_baresip(server: &Server, user: &str, password: &str, transport: &str) -
         &[
             ("SIP_PORT", sip_port.to_string()),
             ("CAFILE", server.cert_path().display().to_string()),
-            ("MODULE_PATH", std::env::var("CONFAB_BARESIP_MODULES").unwrap_or("/usr/lib/baresip/modules".into())),
+            (
+                "MODULE_PATH",
+                std::env::var("CONFAB_BARESIP_MODULES")
+                    .unwrap_or("/usr/lib/baresip/modules".into()),
+            ),
         ],
     );
     let accounts = fill(
@@ -117,7 +132,11 @@ fn start_baresip(server: &Server, user: &str, password: &str, transport: &str) -
         .stderr(err)
         .spawn()
         .expect("spawn baresip");
-    Baresip { child: Some(child), log, sip_port }
+    Baresip {
+        child: Some(child),
+        log,
+        sip_port,
+    }
 }
 
 fn baresip_registers(transport: &str) {
@@ -130,9 +149,16 @@ fn baresip_registers(transport: &str) {
     let mut phone = start_baresip(&server, &user, &password, transport);
     // The Contact names baresip's own listener for the transport it registered over.
     let needles: Vec<String> = if transport == "tls" {
-        vec![format!("127.0.0.1:{}", phone.sip_port + 1), "transport=tls".into(), "\"transport\":\"tls\"".into()]
+        vec![
+            format!("127.0.0.1:{}", phone.sip_port + 1),
+            "transport=tls".into(),
+            "\"transport\":\"tls\"".into(),
+        ]
     } else {
-        vec![format!("127.0.0.1:{}", phone.sip_port), "\"transport\":\"udp\"".into()]
+        vec![
+            format!("127.0.0.1:{}", phone.sip_port),
+            "\"transport\":\"udp\"".into(),
+        ]
     };
     let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
 

@@ -14,7 +14,9 @@ use std::time::Duration;
 const USERS: usize = 20;
 
 fn users(prefix: &str) -> Vec<(String, String)> {
-    (1..=USERS).map(|i| (format!("{prefix}{i}"), format!("pw-{prefix}-{i}-secret"))).collect()
+    (1..=USERS)
+        .map(|i| (format!("{prefix}{i}"), format!("pw-{prefix}-{i}-secret")))
+        .collect()
 }
 
 /// Reads a column of the last row of SIPp's statistics file (`-trace_stat -stf`).
@@ -22,13 +24,15 @@ fn stat(path: &Path, column: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<&str> = lines.next()?.split(';').collect();
-    let last: Vec<&str> = lines.last()?.split(';').collect();
+    let last: Vec<&str> = lines.next_back()?.split(';').collect();
     let idx = header.iter().position(|h| h.trim() == column)?;
     last.get(idx)?.trim().parse().ok()
 }
 
 fn read_lossy(path: &Path) -> String {
-    std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_else(|_| "<absent>".into())
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|_| "<absent>".into())
 }
 
 fn sipp_registers(transport_flag: &str, contact_transport: &str, prefix: &str) {
@@ -45,14 +49,24 @@ fn sipp_registers(transport_flag: &str, contact_transport: &str, prefix: &str) {
     // Injection file: the whole [authentication …] keyword is one field (TESTING.md).
     let mut csv = String::from("SEQUENTIAL\n");
     for (u, p) in &users {
-        csv.push_str(&format!("{u};[authentication username={u} password={p}];{DOMAIN};\n"));
+        csv.push_str(&format!(
+            "{u};[authentication username={u} password={p}];{DOMAIN};\n"
+        ));
     }
     let csv_path = work.join("users.csv");
     std::fs::write(&csv_path, csv).unwrap();
 
-    let target = if transport_flag == "t1" { server.tcp() } else { server.udp() };
-    let (stats, errors, messages, screen) =
-        (work.join("stats.csv"), work.join("errors.log"), work.join("messages.log"), work.join("screen.log"));
+    let target = if transport_flag == "t1" {
+        server.tcp()
+    } else {
+        server.udp()
+    };
+    let (stats, errors, messages, screen) = (
+        work.join("stats.csv"),
+        work.join("errors.log"),
+        work.join("messages.log"),
+        work.join("screen.log"),
+    );
     let mut cmd = Command::new(&sipp);
     cmd.current_dir(&work)
         .arg(target.to_string())
@@ -61,8 +75,17 @@ fn sipp_registers(transport_flag: &str, contact_transport: &str, prefix: &str) {
         .arg("-inf")
         .arg(&csv_path)
         .args(["-i", "127.0.0.1", "-t", transport_flag])
+        // SIPp binds 5060 unless told otherwise; parallel tests need their own ports.
+        .args(["-p", &free_port_both().to_string()])
         .args(["-m", &USERS.to_string(), "-r", "50", "-l", "10"])
-        .args(["-recv_timeout", "10000", "-timeout", "60s", "-timeout_error", "-nostdin"])
+        .args([
+            "-recv_timeout",
+            "10000",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-nostdin",
+        ])
         .args(["-trace_stat", "-stf"])
         .arg(&stats)
         .args(["-trace_err", "-error_file"])
@@ -86,8 +109,18 @@ fn sipp_registers(transport_flag: &str, contact_transport: &str, prefix: &str) {
             read_lossy(&messages).chars().take(6000).collect::<String>()
         )
     };
-    assert_eq!(out.status.code(), Some(0), "SIPp reported failures\n{}", diagnostics());
-    assert_eq!(successful, Some(USERS as u64), "SIPp successful calls\n{}", diagnostics());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "SIPp reported failures\n{}",
+        diagnostics()
+    );
+    assert_eq!(
+        successful,
+        Some(USERS as u64),
+        "SIPp successful calls\n{}",
+        diagnostics()
+    );
     assert_eq!(failed, Some(0), "SIPp failed calls\n{}", diagnostics());
 
     let names: Vec<&str> = users.iter().map(|(u, _)| u.as_str()).collect();

@@ -35,7 +35,9 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         if end_entity.as_ref() == self.der.as_slice() {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::General("server certificate is not DATA_DIR/tls/cert.pem".into()))
+            Err(rustls::Error::General(
+                "server certificate is not DATA_DIR/tls/cert.pem".into(),
+            ))
         }
     }
 
@@ -45,7 +47,12 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -54,11 +61,18 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -68,7 +82,10 @@ fn tls_connector(cert_der: Vec<u8>) -> tokio_rustls::TlsConnector {
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { der: cert_der, provider }))
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            der: cert_der,
+            provider,
+        }))
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
@@ -80,14 +97,27 @@ async fn ws_handshake<S>(stream: S, scheme: &str, addr: SocketAddr) -> WebSocket
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut request = format!("{scheme}://{addr}/").into_client_request().expect("request");
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
-    let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
-        .await
-        .unwrap_or_else(|_| panic!("{scheme} handshake with {addr} timed out"))
-        .unwrap_or_else(|e| panic!("{scheme} handshake with {addr} failed: {e}"));
-    let proto = response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
-    assert_eq!(proto, Some("sip"), "server did not select the `sip` subprotocol: {:?}", response.headers());
+    let mut request = format!("{scheme}://{addr}/")
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    let (ws, response) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, stream))
+            .await
+            .unwrap_or_else(|_| panic!("{scheme} handshake with {addr} timed out"))
+            .unwrap_or_else(|e| panic!("{scheme} handshake with {addr} failed: {e}"));
+    let proto = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(
+        proto,
+        Some("sip"),
+        "server did not select the `sip` subprotocol: {:?}",
+        response.headers()
+    );
     ws
 }
 
@@ -107,8 +137,12 @@ where
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             Message::Close(c) => panic!("server closed the WebSocket: {c:?}"),
         };
-        let (sip, _) = SipMsg::parse(&data, true)
-            .unwrap_or_else(|| panic!("unparseable SIP over WebSocket: {:?}", String::from_utf8_lossy(&data)));
+        let (sip, _) = SipMsg::parse(&data, true).unwrap_or_else(|| {
+            panic!(
+                "unparseable SIP over WebSocket: {:?}",
+                String::from_utf8_lossy(&data)
+            )
+        });
         if sip.status().is_some_and(|s| s < 200) {
             continue;
         }
@@ -121,23 +155,50 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     // JsSIP's habit: a random host under .invalid in Via and Contact.
-    let mut ua = Ua::new(user, password, transport, format!("{}.invalid", unique("h")));
-    ws.send(Message::text(ua.register(None, Some(600)))).await.expect("send REGISTER");
+    let mut ua = Ua::new(
+        user,
+        password,
+        transport,
+        format!("{}.invalid", unique("h")),
+    );
+    ws.send(Message::text(ua.register(None, Some(600))))
+        .await
+        .expect("send REGISTER");
     let challenge = recv_sip(&mut ws).await;
-    assert_eq!(challenge.status(), Some(401), "first REGISTER over {transport}:\n{}", challenge.summary());
-    let ch = challenge.challenge().unwrap_or_else(|| panic!("401 without a challenge:\n{}", challenge.summary()));
-    assert!(ch.scheme.eq_ignore_ascii_case("digest"), "challenge scheme: {}", ch.scheme);
+    assert_eq!(
+        challenge.status(),
+        Some(401),
+        "first REGISTER over {transport}:\n{}",
+        challenge.summary()
+    );
+    let ch = challenge
+        .challenge()
+        .unwrap_or_else(|| panic!("401 without a challenge:\n{}", challenge.summary()));
+    assert!(
+        ch.scheme.eq_ignore_ascii_case("digest"),
+        "challenge scheme: {}",
+        ch.scheme
+    );
     assert_eq!(ch.realm(), DOMAIN, "realm");
 
     let auth = ua.answer(&ch);
-    ws.send(Message::text(ua.register(Some(&auth), Some(600)))).await.expect("send REGISTER");
+    ws.send(Message::text(ua.register(Some(&auth), Some(600))))
+        .await
+        .expect("send REGISTER");
     let ok = recv_sip(&mut ws).await;
-    assert_eq!(ok.status(), Some(200), "authenticated REGISTER over {transport}:\n{}", ok.summary());
+    assert_eq!(
+        ok.status(),
+        Some(200),
+        "authenticated REGISTER over {transport}:\n{}",
+        ok.summary()
+    );
     assert_eq!(ok.cseq_number(), Some(ua.cseq), "CSeq of the 200");
     let contact = ua.contact_uri();
     let echoed = ok.header_all("contact");
     assert!(
-        echoed.iter().any(|c| c.contains(&contact) && param(c, "expires").is_some()),
+        echoed
+            .iter()
+            .any(|c| c.contains(&contact) && param(c, "expires").is_some()),
         "200 does not echo the Contact {contact} with an expires parameter:\n{}",
         ok.summary()
     );
@@ -147,7 +208,13 @@ where
 fn ws_server(name: &str, user: &str, password: &str) -> Server {
     Server::start(
         ServerSpec::new(name)
-            .transports(Transports { udp: true, tcp: false, tls: false, ws: true, wss: true })
+            .transports(Transports {
+                udp: true,
+                tcp: false,
+                tls: false,
+                ws: true,
+                wss: true,
+            })
             .user(user, password),
     )
 }
@@ -156,11 +223,17 @@ fn ws_server(name: &str, user: &str, password: &str) -> Server {
 async fn websocket_client_registers_over_ws() {
     let server = ws_server("ws", "wsalice", "ws-alice-pw");
     let addr = server.ws.unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect ws");
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect ws");
     let ws = ws_handshake(tcp, "ws", addr).await;
     register_over(ws, "WS", "wsalice", "ws-alice-pw").await;
     tokio::task::block_in_place(|| {
-        server.wait_registered(&["wsalice"], &["transport=ws", "\"transport\":\"ws\""], Duration::from_secs(5));
+        server.wait_registered(
+            &["wsalice"],
+            &["transport=ws", "\"transport\":\"ws\""],
+            Duration::from_secs(5),
+        );
     });
 }
 
@@ -169,7 +242,9 @@ async fn websocket_client_registers_over_wss() {
     let server = ws_server("wss", "wssbob", "wss-bob-pw");
     let addr = server.wss.unwrap();
     let cert = pem_first_cert_der(&server.cert_path());
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect wss");
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect wss");
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let tls = tokio::time::timeout(WAIT, tls_connector(cert).connect(name, tcp))
         .await
@@ -178,6 +253,10 @@ async fn websocket_client_registers_over_wss() {
     let ws = ws_handshake(tls, "wss", addr).await;
     register_over(ws, "WSS", "wssbob", "wss-bob-pw").await;
     tokio::task::block_in_place(|| {
-        server.wait_registered(&["wssbob"], &["transport=ws", "\"transport\":\"wss\""], Duration::from_secs(5));
+        server.wait_registered(
+            &["wssbob"],
+            &["transport=ws", "\"transport\":\"wss\""],
+            Duration::from_secs(5),
+        );
     });
 }

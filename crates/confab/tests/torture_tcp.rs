@@ -44,8 +44,18 @@ struct Case {
     why: &'static str,
 }
 
-const fn case(file: &'static str, section: &'static str, expect: Expect, why: &'static str) -> Case {
-    Case { file, section, expect, why }
+const fn case(
+    file: &'static str,
+    section: &'static str,
+    expect: Expect,
+    why: &'static str,
+) -> Case {
+    Case {
+        file,
+        section,
+        expect,
+        why,
+    }
 }
 
 #[rustfmt::skip]
@@ -151,55 +161,112 @@ fn exchange(server: std::net::SocketAddr, bytes: &[u8]) -> Outcome {
             None => break,
         }
     }
-    Outcome { responses, closed: c.closed, leftover: c.leftover().to_vec() }
+    Outcome {
+        responses,
+        closed: c.closed,
+        leftover: c.leftover().to_vec(),
+    }
 }
 
 fn verdict(case: &Case, outcome: &Outcome) -> Result<String, String> {
-    let finals: Vec<&SipMsg> = outcome.responses.iter().filter(|m| m.status().is_some_and(|s| s >= 200)).collect();
-    let requests: Vec<&SipMsg> = outcome.responses.iter().filter(|m| !m.is_response()).collect();
+    let finals: Vec<&SipMsg> = outcome
+        .responses
+        .iter()
+        .filter(|m| m.status().is_some_and(|s| s >= 200))
+        .collect();
+    let requests: Vec<&SipMsg> = outcome
+        .responses
+        .iter()
+        .filter(|m| !m.is_response())
+        .collect();
     let seen = || {
-        let mut s: Vec<String> = outcome.responses.iter().map(|m| m.start_line.clone()).collect();
+        let mut s: Vec<String> = outcome
+            .responses
+            .iter()
+            .map(|m| m.start_line.clone())
+            .collect();
         if outcome.closed {
             s.push("<connection closed>".into());
         }
         if !outcome.leftover.is_empty() {
-            s.push(format!("<{} unparsed bytes: {:?}>", outcome.leftover.len(), String::from_utf8_lossy(&outcome.leftover)));
+            s.push(format!(
+                "<{} unparsed bytes: {:?}>",
+                outcome.leftover.len(),
+                String::from_utf8_lossy(&outcome.leftover)
+            ));
         }
-        if s.is_empty() { "<nothing>".into() } else { s.join(" | ") }
+        if s.is_empty() {
+            "<nothing>".into()
+        } else {
+            s.join(" | ")
+        }
     };
     if !requests.is_empty() {
-        return Err(format!("the server sent a request back on the connection: {}", seen()));
+        return Err(format!(
+            "the server sent a request back on the connection: {}",
+            seen()
+        ));
     }
     let all_allowed = |codes: &[u16]| finals.iter().all(|m| codes.contains(&m.status().unwrap()));
     let ok = match case.expect {
         Final(codes) => !finals.is_empty() && all_allowed(codes),
         Nothing => outcome.responses.is_empty(),
-        FinalOrNothing(codes) => all_allowed(codes) && outcome.responses.iter().all(|m| m.status().is_some_and(|s| s >= 100)),
+        FinalOrNothing(codes) => {
+            all_allowed(codes)
+                && outcome
+                    .responses
+                    .iter()
+                    .all(|m| m.status().is_some_and(|s| s >= 100))
+        }
     };
     // 420 must say what is unsupported (RFC 3261 §8.2.2.3).
     if let Some(m) = finals.iter().find(|m| m.status() == Some(420)) {
         if m.header("unsupported").is_none() {
-            return Err(format!("420 without an Unsupported header:\n{}", m.summary()));
+            return Err(format!(
+                "420 without an Unsupported header:\n{}",
+                m.summary()
+            ));
         }
     }
     // 401 must carry a challenge in a scheme the client can use.
     if let Some(m) = finals.iter().find(|m| m.status() == Some(401)) {
-        if !m.challenges().iter().any(|c| c.scheme.eq_ignore_ascii_case("digest")) {
+        if !m
+            .challenges()
+            .iter()
+            .any(|c| c.scheme.eq_ignore_ascii_case("digest"))
+        {
             return Err(format!("401 without a digest challenge:\n{}", m.summary()));
         }
     }
-    if ok { Ok(seen()) } else { Err(format!("expected {:?}, got {}", case.expect, seen())) }
+    if ok {
+        Ok(seen())
+    } else {
+        Err(format!("expected {:?}, got {}", case.expect, seen()))
+    }
 }
 
 fn run_corpus(server: &Server, dir: &std::path::Path, cases: &'static [Case]) -> Vec<String> {
     let listed: std::collections::BTreeSet<String> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("test data {} unreadable ({e}); set CONFAB_TESTDATA", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "test data {} unreadable ({e}); set CONFAB_TESTDATA",
+                dir.display()
+            )
+        })
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .filter(|n| !n.starts_with('.') && !n.ends_with(".md"))
         .collect();
-    let known: std::collections::BTreeSet<String> = cases.iter().map(|c| c.file.to_string()).collect();
-    let mut failures: Vec<String> = listed.difference(&known).map(|f| format!("{f}: no expectation in the table")).collect();
-    failures.extend(known.difference(&listed).map(|f| format!("{f}: in the table but not in {}", dir.display())));
+    let known: std::collections::BTreeSet<String> =
+        cases.iter().map(|c| c.file.to_string()).collect();
+    let mut failures: Vec<String> = listed
+        .difference(&known)
+        .map(|f| format!("{f}: no expectation in the table"))
+        .collect();
+    failures.extend(
+        known
+            .difference(&listed)
+            .map(|f| format!("{f}: in the table but not in {}", dir.display())),
+    );
 
     let addr = server.tcp();
     let handles: Vec<_> = cases
@@ -216,7 +283,10 @@ fn run_corpus(server: &Server, dir: &std::path::Path, cases: &'static [Case]) ->
             Ok(seen) => eprintln!("ok   {:<32} §{:<9} {seen}", case.file, case.section),
             Err(why) => {
                 eprintln!("FAIL {:<32} §{:<9} {why}", case.file, case.section);
-                failures.push(format!("{} (§{}, {}): {why}", case.file, case.section, case.why));
+                failures.push(format!(
+                    "{} (§{}, {}): {why}",
+                    case.file, case.section, case.why
+                ));
             }
         }
     }
@@ -226,12 +296,22 @@ fn run_corpus(server: &Server, dir: &std::path::Path, cases: &'static [Case]) ->
 #[test]
 fn rfc4475_and_rfc5118_torture_messages_over_tcp() {
     let data = testdata_dir();
-    let mut server = Server::start(ServerSpec::new("torture")
+    let mut server = Server::start(
+        ServerSpec::new("torture")
             .set("auth", "max_failures", 1000)
-            .set("sip", "max_connections_per_ip", 1000));
+            .set("sip", "max_connections_per_ip", 1000),
+    );
     let mut failures = run_corpus(&server, &data.join("rfc4475"), RFC4475);
     failures.extend(run_corpus(&server, &data.join("rfc5118"), RFC5118));
-    assert!(server.is_running(), "the server died during the torture tests");
+    assert!(
+        server.is_running(),
+        "the server died during the torture tests"
+    );
     assert_still_serving(&server);
-    assert!(failures.is_empty(), "{} torture cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} torture cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -78,6 +78,7 @@ pub(crate) struct DigestAuth {
     bans: BanList,
     dummy_md5: String,
     dummy_sha256: String,
+    algorithms: Vec<Algorithm>,
 }
 
 impl DigestAuth {
@@ -91,16 +92,23 @@ impl DigestAuth {
         max_failures: u32,
         failure_window: Duration,
         ban_duration: Duration,
+        algorithms: Vec<Algorithm>,
     ) -> Self {
         // The dummy password is derived from the secret, so it is unguessable and per-process.
         let dummy_pw: String = nonce_secret.iter().map(|b| format!("{b:02x}")).collect();
         Self {
             realm: realm.to_owned(),
             users,
-            nonces: Mutex::new(NonceManager::new(nonce_secret, nonce_lifetime, MAX_TRACKED_NONCES, epoch)),
+            nonces: Mutex::new(NonceManager::new(
+                nonce_secret,
+                nonce_lifetime,
+                MAX_TRACKED_NONCES,
+                epoch,
+            )),
             bans: BanList::new(max_failures, failure_window, ban_duration),
             dummy_md5: auth::ha1(Algorithm::Md5, "\u{0}", realm, &dummy_pw),
             dummy_sha256: auth::ha1(Algorithm::Sha256, "\u{0}", realm, &dummy_pw),
+            algorithms,
         }
     }
 
@@ -109,10 +117,20 @@ impl DigestAuth {
     }
 
     /// Checks the credentials of `req` for `kind`. Never panics on any input.
-    pub(crate) fn authenticate(&self, now: Instant, req: &Request, kind: AuthKind, source: IpAddr) -> AuthOutcome {
+    pub(crate) fn authenticate(
+        &self,
+        now: Instant,
+        req: &Request,
+        kind: AuthKind,
+        source: IpAddr,
+    ) -> AuthOutcome {
         let Some(creds) = self.our_credentials(req, kind) else {
             return AuthOutcome::Challenge;
         };
+        if !self.algorithms.contains(&creds.algorithm) {
+            // Not an algorithm we offered: answer with our challenges, as for no credentials.
+            return AuthOutcome::Challenge;
+        }
         let check = self.nonces.lock().check(&creds.nonce, creds.nc, now);
         let nonce_use = match check {
             NonceCheck::Unknown => return AuthOutcome::Challenge,
@@ -157,11 +175,17 @@ impl DigestAuth {
         found
     }
 
-    /// Adds the challenges (SHA-256 first, then MD5; RFC 8760 §2.4) to `resp`.
-    pub(crate) fn add_challenges(&self, now: Instant, resp: &mut Response, kind: AuthKind, stale: bool) {
+    /// Adds one challenge per configured algorithm, most preferred first (RFC 8760 §2.4).
+    pub(crate) fn add_challenges(
+        &self,
+        now: Instant,
+        resp: &mut Response,
+        kind: AuthKind,
+        stale: bool,
+    ) {
         let nonce = self.nonces.lock().issue(now);
         let header = kind.challenge_header();
-        for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
+        for &algorithm in &self.algorithms {
             let challenge = Challenge {
                 realm: self.realm.clone(),
                 nonce: nonce.clone(),
@@ -181,6 +205,9 @@ impl DigestAuth {
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let nonces = self.nonces.lock().poll_timeout();
-        [nonces, self.bans.poll_timeout()].into_iter().flatten().min()
+        [nonces, self.bans.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

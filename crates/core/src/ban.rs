@@ -9,7 +9,7 @@
 //! a flood of spoofed UDP sources cannot grow it without limit.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -85,10 +85,8 @@ impl BanList {
     }
 
     fn shard(&self, ip: &IpAddr) -> &Mutex<Shard> {
-        let mut h = self.hasher.build_hasher();
-        ip.hash(&mut h);
         // The modulo keeps the index in bounds whatever the hash.
-        &self.shards[(h.finish() as usize) % self.shards.len()]
+        &self.shards[(self.hasher.hash_one(ip) as usize) % self.shards.len()]
     }
 
     /// Whether `ip` is banned at `now`. The second value is true the first time this is asked
@@ -99,13 +97,33 @@ impl BanList {
         }
         let mut shard = self.shard(&ip).lock();
         match shard.entries.get_mut(&ip) {
-            Some(Entry { banned_until: Some(until), drop_logged, .. }) if now < *until => {
+            Some(Entry {
+                banned_until: Some(until),
+                drop_logged,
+                ..
+            }) if now < *until => {
                 let first = !*drop_logged;
                 *drop_logged = true;
-                BanCheck::Banned { until: *until, first_drop: first }
+                BanCheck::Banned {
+                    until: *until,
+                    first_drop: first,
+                }
             }
             _ => BanCheck::Allowed,
         }
+    }
+
+    /// Whether `ip` is banned at `now` (no logging bookkeeping).
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.tracked.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let shard = self.shard(&ip).lock();
+        shard
+            .entries
+            .get(&ip)
+            .and_then(|e| e.banned_until)
+            .is_some_and(|until| now < until)
     }
 
     /// Counts one failed authentication from `ip`.
@@ -129,7 +147,12 @@ impl BanList {
             }
             let entry = shard.entries.entry(ip).or_insert_with(|| {
                 self.tracked.fetch_add(1, Ordering::Relaxed);
-                Entry { window_start: now, failures: 0, banned_until: None, drop_logged: false }
+                Entry {
+                    window_start: now,
+                    failures: 0,
+                    banned_until: None,
+                    drop_logged: false,
+                }
             });
             if let Some(until) = entry.banned_until {
                 if now < until {
@@ -206,7 +229,8 @@ impl BanList {
                     false
                 }
             });
-            self.tracked.fetch_sub(before - shard.entries.len(), Ordering::Relaxed);
+            self.tracked
+                .fetch_sub(before - shard.entries.len(), Ordering::Relaxed);
         }
         *self.next_sweep.lock() = earliest;
         lifted
@@ -252,17 +276,29 @@ mod tests {
         let bans = BanList::new(3, Duration::from_secs(60), Duration::from_secs(300));
         let a = ip("192.0.2.1");
         assert_eq!(bans.record_failure(a, t0), FailureOutcome::Counted(1));
-        assert_eq!(bans.record_failure(a, t0 + Duration::from_secs(1)), FailureOutcome::Counted(2));
+        assert_eq!(
+            bans.record_failure(a, t0 + Duration::from_secs(1)),
+            FailureOutcome::Counted(2)
+        );
         assert_eq!(bans.check(a, t0), BanCheck::Allowed);
         let until = t0 + Duration::from_secs(302);
-        assert_eq!(bans.record_failure(a, t0 + Duration::from_secs(2)), FailureOutcome::Banned(until));
+        assert_eq!(
+            bans.record_failure(a, t0 + Duration::from_secs(2)),
+            FailureOutcome::Banned(until)
+        );
         assert_eq!(
             bans.check(a, t0 + Duration::from_secs(3)),
-            BanCheck::Banned { until, first_drop: true }
+            BanCheck::Banned {
+                until,
+                first_drop: true
+            }
         );
         assert_eq!(
             bans.check(a, t0 + Duration::from_secs(4)),
-            BanCheck::Banned { until, first_drop: false }
+            BanCheck::Banned {
+                until,
+                first_drop: false
+            }
         );
         assert_eq!(bans.check(ip("192.0.2.2"), t0), BanCheck::Allowed);
         assert_eq!(bans.check(a, until), BanCheck::Allowed);
@@ -277,10 +313,16 @@ mod tests {
         let a = ip("2001:db8::1");
         assert_eq!(bans.record_failure(a, t0), FailureOutcome::Counted(1));
         assert_eq!(bans.poll_timeout(), Some(t0 + Duration::from_secs(10)));
-        assert_eq!(bans.record_failure(a, t0 + Duration::from_secs(11)), FailureOutcome::Counted(1));
+        assert_eq!(
+            bans.record_failure(a, t0 + Duration::from_secs(11)),
+            FailureOutcome::Counted(1)
+        );
         assert!(bans.handle_timeout(t0 + Duration::from_secs(30)).is_empty());
         assert_eq!(bans.poll_timeout(), None);
-        assert_eq!(bans.record_failure(a, t0 + Duration::from_secs(31)), FailureOutcome::Counted(1));
+        assert_eq!(
+            bans.record_failure(a, t0 + Duration::from_secs(31)),
+            FailureOutcome::Counted(1)
+        );
     }
 
     #[test]

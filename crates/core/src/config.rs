@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use confab_sip::auth::Algorithm;
 use confab_sip::transaction::Timers;
 
 use crate::registrar::RegistrarConfig;
@@ -27,6 +28,10 @@ pub struct CoreConfig {
     pub max_auth_failures: u32,
     pub failure_window: Duration,
     pub ban_duration: Duration,
+    /// Digest algorithms offered in challenges, most preferred first (RFC 8760 §2.4); answers
+    /// with any other algorithm are not accepted. Some clients (SIPp, old phones) read only the
+    /// first challenge and need MD5 first.
+    pub digest_algorithms: Vec<Algorithm>,
     /// Seeds the nonce and tag secrets, for reproducible tests. `None`: OS randomness.
     pub rng_seed: Option<u64>,
 }
@@ -37,7 +42,10 @@ impl CoreConfig {
     /// minutes.
     pub fn new(domain: impl Into<String>) -> Self {
         let domain = domain.into();
-        let registrar = RegistrarConfig { domain: domain.clone(), ..RegistrarConfig::default() };
+        let registrar = RegistrarConfig {
+            domain: domain.clone(),
+            ..RegistrarConfig::default()
+        };
         Self {
             domain,
             local_hosts: Vec::new(),
@@ -48,6 +56,7 @@ impl CoreConfig {
             max_auth_failures: 10,
             failure_window: Duration::from_secs(300),
             ban_duration: Duration::from_secs(900),
+            digest_algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             rng_seed: None,
         }
     }

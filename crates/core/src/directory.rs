@@ -42,7 +42,10 @@ pub struct MemoryDirectory {
 
 impl MemoryDirectory {
     pub fn new(realm: impl Into<String>) -> Self {
-        Self { realm: realm.into(), users: RwLock::new(HashMap::new()) }
+        Self {
+            realm: realm.into(),
+            users: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Adds or replaces `user`, who authenticates with digest username `user` and `password`.
@@ -71,6 +74,10 @@ impl UserDirectory for MemoryDirectory {
             #[allow(unreachable_patterns)]
             _ => return None,
         };
-        Some(UserCredential { user: u.user.clone(), extension: u.extension.clone(), ha1 })
+        Some(UserCredential {
+            user: u.user.clone(),
+            extension: u.extension.clone(),
+            ha1,
+        })
     }
 }

@@ -24,8 +24,8 @@ use bytes::Bytes;
 use confab_sip::message::recover_request_headers;
 use confab_sip::transaction::{AckOutcome, ServerInvite, ServerNonInvite, Timers, TransactionKey};
 use confab_sip::{
-    Destination, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, Source, Transmit,
-    TransportKind, Uri, Via,
+    Destination, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, Source,
+    Transmit, TransportKind, Uri, Via,
 };
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
@@ -38,15 +38,19 @@ use crate::config::CoreConfig;
 use crate::directory::{UserCredential, UserDirectory};
 use crate::registrar::{Authenticated, Registrar};
 
-/// Larger inputs are dropped unparsed (the largest UDP payload; stream framing enforces its own).
-pub const MAX_MESSAGE_SIZE: usize = 65_535;
+/// Larger inputs are dropped unparsed (the parser's own limit; stream framing enforces its own).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
 /// The methods answered for our domain (RFC 3261 §20.5).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
 /// Option tags a `Require` may name (RFC 3261 §8.2.2.3): the registrar implements outbound
 /// (RFC 5626) and GRUU (RFC 5627). Not Path (RFC 3327): Path headers are not stored yet.
 pub const SUPPORTED: &[&str] = &["outbound", "gruu"];
 /// Body types read in INVITE (RFC 3261 §8.2.3).
-const ACCEPTED_BODIES: &[&str] = &["application/sdp", "multipart/mixed", "multipart/alternative"];
+const ACCEPTED_BODIES: &[&str] = &[
+    "application/sdp",
+    "multipart/mixed",
+    "multipart/alternative",
+];
 const SERVER: &str = "Confab";
 const TRANSACTION_SHARDS: usize = 16;
 /// Per shard; beyond it new requests are answered statelessly (no retransmission absorption).
@@ -124,7 +128,11 @@ struct LocalNames {
 impl LocalNames {
     fn new(config: &CoreConfig) -> Self {
         let mut names = HashSet::new();
-        let mut ips: HashSet<IpAddr> = config.local_ips.iter().map(|ip| ip.to_canonical()).collect();
+        let mut ips: HashSet<IpAddr> = config
+            .local_ips
+            .iter()
+            .map(|ip| ip.to_canonical())
+            .collect();
         for name in std::iter::once(&config.domain).chain(&config.local_hosts) {
             let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
             let bare = name.trim_start_matches('[').trim_end_matches(']');
@@ -185,7 +193,9 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("domain", &self.domain).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
     }
 }
 
@@ -217,6 +227,7 @@ impl Endpoint {
             config.max_auth_failures,
             config.failure_window,
             config.ban_duration,
+            config.digest_algorithms.clone(),
         );
         Self {
             local: LocalNames::new(&config),
@@ -246,9 +257,18 @@ impl Endpoint {
     /// `now` is when the transport read the message, `unix_now` the wall clock in seconds. Never
     /// panics, whatever the bytes: a bug reached by some input is logged, counted
     /// (`internal_errors`) and the message dropped.
-    pub fn handle_message(&self, now: Instant, unix_now: u64, bytes: &[u8], source: &Source, out: &mut Vec<Transmit>) {
+    pub fn handle_message(
+        &self,
+        now: Instant,
+        unix_now: u64,
+        bytes: &[u8],
+        source: &Source,
+        out: &mut Vec<Transmit>,
+    ) {
         let before = out.len();
-        let result = catch_unwind(AssertUnwindSafe(|| self.handle_message_inner(now, unix_now, bytes, source, out)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.handle_message_inner(now, unix_now, bytes, source, out)
+        }));
         if result.is_err() {
             out.truncate(before);
             bump(&self.stats.internal_errors);
@@ -256,7 +276,14 @@ impl Endpoint {
         }
     }
 
-    fn handle_message_inner(&self, now: Instant, unix_now: u64, bytes: &[u8], source: &Source, out: &mut Vec<Transmit>) {
+    fn handle_message_inner(
+        &self,
+        now: Instant,
+        unix_now: u64,
+        bytes: &[u8],
+        source: &Source,
+        out: &mut Vec<Transmit>,
+    ) {
         let ip = source.peer.ip().to_canonical();
         if let BanCheck::Banned { until, first_drop } = self.auth.bans().check(ip, now) {
             bump(&self.stats.banned_drops);
@@ -271,7 +298,10 @@ impl Endpoint {
             return;
         }
         // RFC 5626 §3.5.1 / common practice: CRLF or NUL keep-alives on UDP.
-        if bytes.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+        if bytes
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
             bump(&self.stats.keepalives);
             return;
         }
@@ -293,7 +323,13 @@ impl Endpoint {
     /// RFC 3261 §16.3 step 1 / §8.2: a request that does not parse gets a 400 (or the status the
     /// parser names) with the reason in the phrase, when enough of it can be recovered to
     /// address a response; a response that does not parse is dropped.
-    fn handle_malformed(&self, bytes: &[u8], error: &ParseError, source: &Source, out: &mut Vec<Transmit>) {
+    fn handle_malformed(
+        &self,
+        bytes: &[u8],
+        error: &ParseError,
+        source: &Source,
+        out: &mut Vec<Transmit>,
+    ) {
         if bytes.starts_with(b"SIP/") {
             bump(&self.stats.malformed_responses_dropped);
             debug!(source = %source.peer, error = %error, "malformed response dropped");
@@ -309,7 +345,11 @@ impl Endpoint {
             debug!(source = %source.peer, error = %error, "unparseable input dropped");
             return;
         };
-        let status = if (400..=699).contains(&error.status) { error.status } else { 400 };
+        let status = if (400..=699).contains(&error.status) {
+            error.status
+        } else {
+            400
+        };
         let mut resp = Response {
             status: confab_sip::StatusCode(status),
             reason: sanitize_reason(&error.reason, status),
@@ -319,7 +359,10 @@ impl Endpoint {
         let (destination, tag) = match resp.top_via() {
             Ok(via) => {
                 let via = stamp_via(&mut resp.headers, via, source);
-                (response_destination(source, &via), self.to_tag(&via, resp.call_id(), &resp.headers))
+                (
+                    response_destination(source, &via),
+                    self.to_tag(&via, resp.call_id(), &resp.headers),
+                )
             }
             // The Via itself is what is broken (RFC 4475 §3.1.2.16, badvers: `SIP/7.0/UDP`): it is
             // echoed as received and the answer goes to the source address.
@@ -344,7 +387,14 @@ impl Endpoint {
         self.send(resp, destination, out);
     }
 
-    fn handle_request(&self, now: Instant, unix_now: u64, mut req: Request, source: &Source, out: &mut Vec<Transmit>) {
+    fn handle_request(
+        &self,
+        now: Instant,
+        unix_now: u64,
+        mut req: Request,
+        source: &Source,
+        out: &mut Vec<Transmit>,
+    ) {
         let Ok(via) = req.top_via() else {
             // The parser guarantees a top Via; a request without one cannot be answered.
             bump(&self.stats.garbage_dropped);
@@ -353,6 +403,12 @@ impl Endpoint {
         let Ok(key) = TransactionKey::server(&req) else {
             bump(&self.stats.garbage_dropped);
             return;
+        };
+        // Keys come from the request as received (RFC 2543 keys include the whole top Via).
+        let cancelled = if req.method == Method::Cancel {
+            TransactionKey::cancelled_invite(&req).ok()
+        } else {
+            None
         };
         // RFC 3261 §18.2.1, RFC 3581 §4: note where the request really came from.
         let via = stamp_via(&mut req.headers, via, source);
@@ -370,7 +426,14 @@ impl Endpoint {
             return;
         }
 
-        let stateful = match self.transactions.begin(now, &key, &req, source.transport, destination, self.timers) {
+        let stateful = match self.transactions.begin(
+            now,
+            &key,
+            &req,
+            source.transport,
+            destination,
+            self.timers,
+        ) {
             Begin::Retransmission(answers) => {
                 bump(&self.stats.retransmissions_absorbed);
                 for answer in answers {
@@ -383,7 +446,7 @@ impl Endpoint {
         };
 
         debug!(call_id = req.call_id(), method = %req.method, source = %source.peer, "request");
-        let mut resp = self.dispatch(now, unix_now, &req, &via, source);
+        let mut resp = self.dispatch(now, unix_now, &req, cancelled.as_ref(), source);
         let tag = self.to_tag(&via, req.call_id(), &req.headers);
         add_to_tag_if_missing(&mut resp, &tag);
         if resp.headers.get(&HeaderName::Server).is_none() {
@@ -400,12 +463,23 @@ impl Endpoint {
     }
 
     /// Decides the answer to a new request.
-    fn dispatch(&self, now: Instant, unix_now: u64, req: &Request, via: &Via, source: &Source) -> Response {
+    fn dispatch(
+        &self,
+        now: Instant,
+        unix_now: u64,
+        req: &Request,
+        cancelled: Option<&TransactionKey>,
+        source: &Source,
+    ) -> Response {
         // RFC 3261 §9.2: CANCEL matches a transaction, whatever else it says.
         if req.method == Method::Cancel {
-            let matched = TransactionKey::cancelled_invite(req).is_ok_and(|k| self.transactions.contains(&k));
+            let matched = cancelled.is_some_and(|k| self.transactions.contains(k));
             // SEAM(calls): a CANCEL for a pending INVITE also answers that INVITE with 487.
-            return if matched { reply(req, 200, None) } else { reply(req, 481, None) };
+            return if matched {
+                reply(req, 200, None)
+            } else {
+                reply(req, 481, None)
+            };
         }
 
         // RFC 3261 §8.2.2.1, RFC 4475 §3.3.2/§3.3.3: unknown Request-URI scheme.
@@ -423,7 +497,8 @@ impl Endpoint {
         let unsupported = unsupported_extensions(req);
         if !unsupported.is_empty() {
             let mut resp = reply(req, 420, None);
-            resp.headers.push(HeaderName::Unsupported, unsupported.join(", "));
+            resp.headers
+                .push(HeaderName::Unsupported, unsupported.join(", "));
             return resp;
         }
 
@@ -455,7 +530,9 @@ impl Endpoint {
             Method::Options => self.options(req),
             Method::Invite => self.invite(now, req, source),
             // No dialogs yet: every in-dialog request is for a dialog we do not know.
-            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => reply(req, 481, None),
+            Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
+                reply(req, 481, None)
+            }
             Method::Subscribe | Method::Publish | Method::Message | Method::Refer => {
                 let mut resp = reply(req, 405, None);
                 resp.headers.push(HeaderName::Allow, ALLOW);
@@ -463,7 +540,6 @@ impl Endpoint {
             }
             // RFC 3261 §8.2.1: a method we do not know at all.
             _ => {
-                let _ = via;
                 let mut resp = reply(req, 501, None);
                 resp.headers.push(HeaderName::Allow, ALLOW);
                 resp
@@ -474,6 +550,10 @@ impl Endpoint {
     /// RFC 3261 §10.3: registrar. The Request-URI names our domain (checked by the caller); a
     /// user part is tolerated.
     fn register(&self, now: Instant, unix_now: u64, req: &Request, source: &Source) -> Response {
+        // RFC 3261 §10.2: the Request-URI names the domain, a SIP or SIPS URI.
+        if !matches!(req.uri, Uri::Sip(_)) {
+            return reply(req, 416, None);
+        }
         // RFC 3261 §10.2: the To header holds the address of record, a SIP or SIPS URI
         // (RFC 4475 §3.3.2, unksm2).
         match req.to_header() {
@@ -484,7 +564,8 @@ impl Endpoint {
             Ok(user) => {
                 let who = Authenticated::new(&user.user, user.extension.as_deref());
                 let is_local = |h: &Host| self.local.contains(h);
-                self.registrar.handle_register(now, unix_now, req, source, &who, &is_local)
+                self.registrar
+                    .handle_register(now, unix_now, req, source, &who, &is_local)
             }
             Err(challenge) => challenge,
         }
@@ -495,9 +576,12 @@ impl Endpoint {
     fn options(&self, req: &Request) -> Response {
         let mut resp = reply(req, 200, None);
         resp.headers.push(HeaderName::Allow, ALLOW);
-        resp.headers.push(HeaderName::Other("Accept".to_owned()), "application/sdp");
-        resp.headers.push(HeaderName::Other("Accept-Encoding".to_owned()), "identity");
-        resp.headers.push(HeaderName::Supported, SUPPORTED.join(", "));
+        resp.headers
+            .push(HeaderName::Other("Accept".to_owned()), "application/sdp");
+        resp.headers
+            .push(HeaderName::Other("Accept-Encoding".to_owned()), "identity");
+        resp.headers
+            .push(HeaderName::Supported, SUPPORTED.join(", "));
         resp
     }
 
@@ -519,7 +603,13 @@ impl Endpoint {
     }
 
     /// Runs the digest policy; `Err` holds the challenge to send.
-    fn authenticate(&self, now: Instant, req: &Request, kind: AuthKind, source: &Source) -> Result<UserCredential, Response> {
+    fn authenticate(
+        &self,
+        now: Instant,
+        req: &Request,
+        kind: AuthKind,
+        source: &Source,
+    ) -> Result<UserCredential, Response> {
         let ip = source.peer.ip().to_canonical();
         let stale = match self.auth.authenticate(now, req, kind, ip) {
             AuthOutcome::Verified(user) => {
@@ -575,15 +665,24 @@ impl Endpoint {
 
     /// The earliest instant at which [`Endpoint::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.transactions.poll_timeout(), self.registrar.poll_timeout(), self.auth.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.transactions.poll_timeout(),
+            self.registrar.poll_timeout(),
+            self.auth.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// A connection (TCP, TLS, WS, WSS) closed: bindings that live on it go.
     pub fn connection_closed(&self, id: confab_sip::ConnectionId, now: Instant) {
         self.registrar.connection_closed(id, now);
+    }
+
+    /// Whether `ip` is banned at `now`: transports may refuse its connections outright.
+    pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
+        self.auth.bans().is_banned(ip.to_canonical(), now)
     }
 
     /// Addresses banned at `now`, with the end of each ban.
@@ -686,7 +785,8 @@ fn add_to_tag_if_missing(resp: &mut Response, tag: &str) {
     let Some(line) = resp.headers.0.iter_mut().find(|h| h.name == HeaderName::To) else {
         return;
     };
-    let has_tag = confab_sip::NameAddr::parse(&line.value).map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
+    let has_tag = confab_sip::NameAddr::parse(&line.value)
+        .map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
     if !has_tag {
         line.value = format!("{};tag={}", line.value.trim_end(), tag);
     }
@@ -695,7 +795,11 @@ fn add_to_tag_if_missing(resp: &mut Response, tag: &str) {
 /// A reason phrase is one line of text (RFC 3261 §25.1 Reason-Phrase); parser messages are, but
 /// be sure, and keep it short.
 fn sanitize_reason(reason: &str, status: u16) -> String {
-    let cleaned: String = reason.chars().filter(|c| !c.is_control()).take(120).collect();
+    let cleaned: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect();
     if cleaned.trim().is_empty() {
         confab_sip::StatusCode(status).default_reason().to_owned()
     } else {
@@ -717,7 +821,8 @@ fn stamp_via(headers: &mut Headers, mut via: Via, source: &Source) -> Via {
         return via;
     }
     if wants_rport {
-        via.params.set("rport", Some(source.peer.port().to_string()));
+        via.params
+            .set("rport", Some(source.peer.port().to_string()));
     }
     via.params.set("received", Some(ip.to_string()));
     replace_top_via(headers, &via);
@@ -730,12 +835,19 @@ fn replace_top_via(headers: &mut Headers, via: &Via) {
         return;
     };
     let line = Headers(vec![headers.0[pos].clone()]);
-    let rest: Vec<String> = line.values(&HeaderName::Via).skip(1).map(str::to_owned).collect();
+    let rest: Vec<String> = line
+        .values(&HeaderName::Via)
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
     headers.0[pos].value = via.to_string();
     for (i, value) in rest.into_iter().enumerate() {
         headers.0.insert(
             pos + 1 + i,
-            confab_sip::Header { name: HeaderName::Via, value },
+            confab_sip::Header {
+                name: HeaderName::Via,
+                value,
+            },
         );
     }
 }
@@ -758,7 +870,12 @@ fn response_destination(source: &Source, via: &Via) -> Destination {
         // answering to an address the message names (RFC 4475 bcast) would make us a reflector.
         SocketAddr::new(source.peer.ip(), via.port.unwrap_or(5060))
     };
-    Destination { transport: TransportKind::Udp, addr, connection: None, local: Some(source.local) }
+    Destination {
+        transport: TransportKind::Udp,
+        addr,
+        connection: None,
+        local: Some(source.local),
+    }
 }
 
 /// Option tags in Require and Proxy-Require that we do not support.
@@ -785,30 +902,47 @@ fn check_body(req: &Request) -> Option<Response> {
     if req.headers.get(&accept).is_some() {
         let acceptable = req.headers.values(&accept).any(|a| {
             let media = a.split(';').next().unwrap_or("").trim();
-            ["application/sdp", "application/*", "*/*"].iter().any(|m| m.eq_ignore_ascii_case(media))
+            ["application/sdp", "application/*", "*/*"]
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(media))
         });
         if !acceptable {
             let mut resp = reply(req, 406, Some("Not Acceptable"));
-            resp.headers.push(HeaderName::Warning, "399 - \"Answers carry application/sdp only\"");
+            resp.headers.push(
+                HeaderName::Warning,
+                "399 - \"Answers carry application/sdp only\"",
+            );
             return Some(resp);
         }
     }
-    if let Some(enc) = req.headers.values(&HeaderName::ContentEncoding).find(|e| !e.eq_ignore_ascii_case("identity")) {
+    if let Some(enc) = req
+        .headers
+        .values(&HeaderName::ContentEncoding)
+        .find(|e| !e.eq_ignore_ascii_case("identity"))
+    {
         let _ = enc;
         let mut resp = reply(req, 415, None);
-        resp.headers.push(HeaderName::Other("Accept-Encoding".to_owned()), "identity");
+        resp.headers
+            .push(HeaderName::Other("Accept-Encoding".to_owned()), "identity");
         return Some(resp);
     }
     if req.body.is_empty() {
         return None;
     }
-    let ctype = req.headers.get(&HeaderName::ContentType).unwrap_or("application/sdp");
+    let ctype = req
+        .headers
+        .get(&HeaderName::ContentType)
+        .unwrap_or("application/sdp");
     let media = ctype.split(';').next().unwrap_or("").trim();
-    if ACCEPTED_BODIES.iter().any(|a| a.eq_ignore_ascii_case(media)) {
+    if ACCEPTED_BODIES
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(media))
+    {
         return None;
     }
     let mut resp = reply(req, 415, None);
-    resp.headers.push(HeaderName::Other("Accept".to_owned()), "application/sdp");
+    resp.headers
+        .push(HeaderName::Other("Accept".to_owned()), "application/sdp");
     Some(resp)
 }
 
@@ -829,7 +963,10 @@ enum ServerTxn {
     /// until Timer J is re-send its final response, so only the serialised response and the
     /// Timer J deadline are stored. Tens of thousands of these live at once under REGISTER load,
     /// and each retransmission is then a reference-count increment.
-    Answered { response: Bytes, timer_j: Instant },
+    Answered {
+        response: Bytes,
+        timer_j: Instant,
+    },
 }
 
 impl ServerTxn {
@@ -919,14 +1056,19 @@ impl TxShard {
     /// After input to `key`'s transaction: drop it if it ended, else schedule its deadline if
     /// it moved from `before`.
     fn settle(&mut self, now: Instant, key: &TransactionKey, before: Option<Instant>) {
-        let Some(entry) = self.map.get(key) else { return };
+        let Some(entry) = self.map.get(key) else {
+            return;
+        };
         if entry.txn.is_terminated(now) {
             self.map.remove(key);
             return;
         }
         if let Some(at) = entry.txn.poll_timeout() {
             if before != Some(at) {
-                self.timers.push(TimerEntry { at, key: key.clone() });
+                self.timers.push(TimerEntry {
+                    at,
+                    key: key.clone(),
+                });
             }
         }
     }
@@ -947,7 +1089,9 @@ struct Transactions {
 impl Transactions {
     fn new() -> Self {
         Self {
-            shards: (0..TRANSACTION_SHARDS).map(|_| Mutex::new(TxShard::default())).collect(),
+            shards: (0..TRANSACTION_SHARDS)
+                .map(|_| Mutex::new(TxShard::default()))
+                .collect(),
             hasher: RandomState::new(),
         }
     }
@@ -1006,7 +1150,8 @@ impl Transactions {
 
     /// The TU's answer for `key`; returns what to send.
     fn respond(&self, now: Instant, key: &TransactionKey, resp: Response) -> Vec<Wire> {
-        let final_non_invite = resp.status.is_final() && !matches!(resp.cseq().map(|c| c.method), Ok(Method::Invite));
+        let final_non_invite =
+            resp.status.is_final() && !matches!(resp.cseq().map(|c| c.method), Ok(Method::Invite));
         // Serialised outside the lock; the compact Completed state keeps these bytes.
         let wire = final_non_invite.then(|| Bytes::from(resp.to_bytes()));
         let mut shard = self.shard(key).lock();
@@ -1026,7 +1171,10 @@ impl Transactions {
                 match t.poll_timeout() {
                     // Completed, waiting for Timer J (unreliable transports).
                     Some(timer_j) if !t.is_terminated() => {
-                        entry.txn = ServerTxn::Answered { response: bytes.clone(), timer_j };
+                        entry.txn = ServerTxn::Answered {
+                            response: bytes.clone(),
+                            timer_j,
+                        };
                     }
                     _ => {}
                 }
@@ -1050,7 +1198,9 @@ impl Transactions {
     fn ack(&self, now: Instant, key: &TransactionKey) -> Option<AckOutcome> {
         let mut shard = self.shard(key).lock();
         let entry = shard.map.get_mut(key)?;
-        let ServerTxn::Invite(t) = &mut entry.txn else { return None };
+        let ServerTxn::Invite(t) = &mut entry.txn else {
+            return None;
+        };
         let before = t.poll_timeout();
         let outcome = t.handle_ack(now);
         shard.settle(now, key, before);
@@ -1063,8 +1213,12 @@ impl Transactions {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             while shard.timers.peek().is_some_and(|t| t.at <= now) {
-                let Some(TimerEntry { at, key }) = shard.timers.pop() else { break };
-                let Some(entry) = shard.map.get_mut(&key) else { continue };
+                let Some(TimerEntry { at, key }) = shard.timers.pop() else {
+                    break;
+                };
+                let Some(entry) = shard.map.get_mut(&key) else {
+                    continue;
+                };
                 if entry.txn.poll_timeout() != Some(at) {
                     // Stale: the deadline moved (a fresh entry exists) or none is armed.
                     continue;
@@ -1082,6 +1236,9 @@ impl Transactions {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.shards.iter().filter_map(|s| s.lock().timers.peek().map(|t| t.at)).min()
+        self.shards
+            .iter()
+            .filter_map(|s| s.lock().timers.peek().map(|t| t.at))
+            .min()
     }
 }

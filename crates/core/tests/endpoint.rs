@@ -42,7 +42,12 @@ impl Harness {
         users.insert("alice", Some("1001"), "wonderland");
         users.insert("bob", Some("1002"), "builder");
         let t0 = Instant::now();
-        Self { ep: Endpoint::new(config, Arc::new(users), t0), t0, now: t0, seq: 0 }
+        Self {
+            ep: Endpoint::new(config, Arc::new(users), t0),
+            t0,
+            now: t0,
+            seq: 0,
+        }
     }
 
     fn advance(&mut self, d: Duration) -> Vec<Transmit> {
@@ -54,8 +59,12 @@ impl Harness {
 
     fn send(&self, bytes: &str, source: &Source) -> Vec<Transmit> {
         let mut out = Vec::new();
-        let src = Source { received_at: self.now, ..*source };
-        self.ep.handle_message(self.now, 1_700_000_000, bytes.as_bytes(), &src, &mut out);
+        let src = Source {
+            received_at: self.now,
+            ..*source
+        };
+        self.ep
+            .handle_message(self.now, 1_700_000_000, bytes.as_bytes(), &src, &mut out);
         out
     }
 
@@ -83,13 +92,20 @@ fn udp(peer: &str) -> Source {
 }
 
 fn tcp(peer: &str, id: u64) -> Source {
-    Source { transport: TransportKind::Tcp, connection: Some(ConnectionId(id)), ..udp(peer) }
+    Source {
+        transport: TransportKind::Tcp,
+        connection: Some(ConnectionId(id)),
+        ..udp(peer)
+    }
 }
 
 fn parse_response(t: &Transmit) -> Response {
     match Message::parse(&t.bytes, false) {
         Ok(Message::Response(r)) => r,
-        other => panic!("not a response: {other:?}\n{}", String::from_utf8_lossy(&t.bytes)),
+        other => panic!(
+            "not a response: {other:?}\n{}",
+            String::from_utf8_lossy(&t.bytes)
+        ),
     }
 }
 
@@ -136,13 +152,20 @@ impl<'a> Req<'a> {
             cseq = self.cseq,
         );
         if self.method == "REGISTER" {
-            s.push_str(&format!("Contact: <sip:{}@198.51.100.7:5060>\r\nExpires: 600\r\n", self.user));
+            s.push_str(&format!(
+                "Contact: <sip:{}@198.51.100.7:5060>\r\nExpires: 600\r\n",
+                self.user
+            ));
         }
         for h in &self.extra {
             s.push_str(h);
             s.push_str("\r\n");
         }
-        s.push_str(&format!("Content-Length: {}\r\n\r\n{}", self.body.len(), self.body));
+        s.push_str(&format!(
+            "Content-Length: {}\r\n\r\n{}",
+            self.body.len(),
+            self.body
+        ));
         s
     }
 }
@@ -154,11 +177,15 @@ fn values<'a>(r: &'a Response, name: &'a HeaderName) -> Vec<&'a str> {
 /// The `name="value"` parameter of a challenge.
 fn param(challenge: &str, name: &str) -> String {
     let key = format!("{name}=\"");
-    let start = challenge.find(&key).unwrap_or_else(|| panic!("no {name} in {challenge}")) + key.len();
+    let start = challenge
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {challenge}"))
+        + key.len();
     let end = challenge[start..].find('"').unwrap() + start;
     challenge[start..end].to_owned()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn authorization(
     header: &str,
     alg: Algorithm,
@@ -169,7 +196,18 @@ fn authorization(
     uri: &str,
     nc: u32,
 ) -> String {
-    let value = client_authorization(alg, user, password, DOMAIN, nonce, method, uri, Some("c0ffee"), nc, None);
+    let value = client_authorization(
+        alg,
+        user,
+        password,
+        DOMAIN,
+        nonce,
+        method,
+        uri,
+        Some("c0ffee"),
+        nc,
+        None,
+    );
     format!("{header}: {value}")
 }
 
@@ -182,8 +220,16 @@ fn register(h: &mut Harness, user: &str, password: &str, alg: Algorithm, src: &S
     assert_eq!(challenge.status.0, 401);
     let nonce = param(values(&challenge, &HeaderName::WwwAuthenticate)[0], "nonce");
     let b = h.branch();
-    let mut req = Req::new("REGISTER", "sip:example.com", &b)
-        .header(authorization("Authorization", alg, user, password, &nonce, "REGISTER", "sip:example.com", 1));
+    let mut req = Req::new("REGISTER", "sip:example.com", &b).header(authorization(
+        "Authorization",
+        alg,
+        user,
+        password,
+        &nonce,
+        "REGISTER",
+        "sip:example.com",
+        1,
+    ));
     req.user = user;
     req.cseq = 2;
     h.ask(&req.render(), src).0
@@ -202,15 +248,23 @@ fn register_is_challenged_with_sha256_then_md5_and_succeeds() {
     assert_eq!(ch.len(), 2, "RFC 8760 §2.4: one challenge per algorithm");
     assert!(ch[0].contains("algorithm=SHA-256"), "{}", ch[0]);
     assert!(ch[1].contains("algorithm=MD5"), "{}", ch[1]);
-    assert!(ch.iter().all(|c| c.contains("qop=\"auth\"") && c.contains("realm=\"example.com\"")));
+    assert!(ch
+        .iter()
+        .all(|c| c.contains("qop=\"auth\"") && c.contains("realm=\"example.com\"")));
     assert_eq!(r.headers.get(&HeaderName::Server), Some("Confab"));
-    assert!(r.to_header().unwrap().tag().is_some(), "RFC 3261 §8.2.6.2: To tag on a final response");
+    assert!(
+        r.to_header().unwrap().tag().is_some(),
+        "RFC 3261 §8.2.6.2: To tag on a final response"
+    );
 
     for alg in [Algorithm::Sha256, Algorithm::Md5] {
         let r = register(&mut h, "alice", "wonderland", alg, &src);
         assert_eq!(r.status.0, 200, "{alg:?}: {}", r.reason);
         let contacts = values(&r, &HeaderName::Contact).join(",");
-        assert!(contacts.contains("sip:alice@198.51.100.7:5060"), "{contacts}");
+        assert!(
+            contacts.contains("sip:alice@198.51.100.7:5060"),
+            "{contacts}"
+        );
     }
     assert_eq!(h.ep.registrar().lookup("alice", h.now).len(), 1);
     let s = h.ep.stats();
@@ -247,13 +301,24 @@ fn unknown_user_and_wrong_password_look_identical() {
     let wrong = register(&mut h, "alice", "not-the-password", Algorithm::Sha256, &src);
     let unknown = register(&mut h, "mallory", "whatever", Algorithm::Sha256, &src);
     assert_eq!(wrong.status.0, 401);
-    assert_eq!((wrong.status, &wrong.reason), (unknown.status, &unknown.reason));
+    assert_eq!(
+        (wrong.status, &wrong.reason),
+        (unknown.status, &unknown.reason)
+    );
     let shape = |r: &Response| -> Vec<(String, String)> {
         r.headers
             .iter()
             .map(|hd| {
                 let mut v = hd.value.clone();
-                for p in ["nonce=\"", "tag=", "branch=", "call-", "ft-", "sip:alice", "sip:mallory"] {
+                for p in [
+                    "nonce=\"",
+                    "tag=",
+                    "branch=",
+                    "call-",
+                    "ft-",
+                    "sip:alice",
+                    "sip:mallory",
+                ] {
                     if let Some(i) = v.find(p) {
                         v.truncate(i);
                     }
@@ -303,21 +368,64 @@ fn replayed_nonce_count_is_refused_and_counted() {
     let b = h.branch();
     let (c, _) = h.ask(&Req::new("REGISTER", "sip:example.com", &b).render(), &src);
     let nonce = param(values(&c, &HeaderName::WwwAuthenticate)[0], "nonce");
-    let auth =
-        authorization("Authorization", Algorithm::Sha256, "alice", "wonderland", &nonce, "REGISTER", "sip:example.com", 1);
+    let auth = authorization(
+        "Authorization",
+        Algorithm::Sha256,
+        "alice",
+        "wonderland",
+        &nonce,
+        "REGISTER",
+        "sip:example.com",
+        1,
+    );
     let b = h.branch();
-    assert_eq!(h.ask(&Req::new("REGISTER", "sip:example.com", &b).header(auth.clone()).render(), &src).0.status.0, 200);
+    assert_eq!(
+        h.ask(
+            &Req::new("REGISTER", "sip:example.com", &b)
+                .header(auth.clone())
+                .render(),
+            &src
+        )
+        .0
+        .status
+        .0,
+        200
+    );
     // Same nonce, same nc, new transaction: a replay.
     let b = h.branch();
-    let (r, _) = h.ask(&Req::new("REGISTER", "sip:example.com", &b).header(auth).render(), &src);
+    let (r, _) = h.ask(
+        &Req::new("REGISTER", "sip:example.com", &b)
+            .header(auth)
+            .render(),
+        &src,
+    );
     assert_eq!(r.status.0, 401);
     assert!(!values(&r, &HeaderName::WwwAuthenticate)[0].contains("stale"));
     assert_eq!(h.ep.stats().auth_failures, 1);
     // A higher nc on the same nonce is fine (RFC 7616 §3.4).
-    let auth2 =
-        authorization("Authorization", Algorithm::Sha256, "alice", "wonderland", &nonce, "REGISTER", "sip:example.com", 2);
+    let auth2 = authorization(
+        "Authorization",
+        Algorithm::Sha256,
+        "alice",
+        "wonderland",
+        &nonce,
+        "REGISTER",
+        "sip:example.com",
+        2,
+    );
     let b = h.branch();
-    assert_eq!(h.ask(&Req::new("REGISTER", "sip:example.com", &b).header(auth2).render(), &src).0.status.0, 200);
+    assert_eq!(
+        h.ask(
+            &Req::new("REGISTER", "sip:example.com", &b)
+                .header(auth2)
+                .render(),
+            &src
+        )
+        .0
+        .status
+        .0,
+        200
+    );
 }
 
 #[test]
@@ -326,26 +434,60 @@ fn repeated_failures_ban_the_source_then_the_ban_lifts() {
     let attacker = udp("203.0.113.66:5060");
     let bystander = udp("198.51.100.7:5060");
     for _ in 0..3 {
-        assert_eq!(register(&mut h, "alice", "guess", Algorithm::Md5, &attacker).status.0, 401);
+        assert_eq!(
+            register(&mut h, "alice", "guess", Algorithm::Md5, &attacker)
+                .status
+                .0,
+            401
+        );
     }
     let s = h.ep.stats();
     assert_eq!((s.auth_failures, s.bans), (3, 1));
     // Silence, even for requests that need no authentication.
     let b = h.branch();
-    assert!(h.send(&Req::new("OPTIONS", "sip:example.com", &b).render(), &attacker).is_empty());
+    assert!(h
+        .send(
+            &Req::new("OPTIONS", "sip:example.com", &b).render(),
+            &attacker
+        )
+        .is_empty());
     assert!(h.send("garbage", &attacker).is_empty());
     assert_eq!(h.ep.stats().banned_drops, 2);
     assert_eq!(h.ep.banned(h.now).len(), 1);
+    assert!(h.ep.is_banned(attacker.peer.ip(), h.now));
     // Others are unaffected.
     let b = h.branch();
-    assert_eq!(h.ask(&Req::new("OPTIONS", "sip:example.com", &b).render(), &bystander).0.status.0, 200);
+    assert_eq!(
+        h.ask(
+            &Req::new("OPTIONS", "sip:example.com", &b).render(),
+            &bystander
+        )
+        .0
+        .status
+        .0,
+        200
+    );
     // After the ban, the address is answered again.
     assert!(h.ep.poll_timeout().is_some());
     h.advance(Duration::from_secs(601));
     assert!(h.ep.banned(h.now).is_empty());
     let b = h.branch();
-    assert_eq!(h.ask(&Req::new("OPTIONS", "sip:example.com", &b).render(), &attacker).0.status.0, 200);
-    assert_eq!(register(&mut h, "alice", "wonderland", Algorithm::Md5, &attacker).status.0, 200);
+    assert_eq!(
+        h.ask(
+            &Req::new("OPTIONS", "sip:example.com", &b).render(),
+            &attacker
+        )
+        .0
+        .status
+        .0,
+        200
+    );
+    assert_eq!(
+        register(&mut h, "alice", "wonderland", Algorithm::Md5, &attacker)
+            .status
+            .0,
+        200
+    );
 }
 
 #[test]
@@ -353,7 +495,8 @@ fn unknown_authorization_scheme_is_challenged() {
     // RFC 4475 §3.3.7 (regaut01).
     let mut h = Harness::new();
     let b = h.branch();
-    let req = Req::new("REGISTER", "sip:example.com", &b).header("Authorization: NoOneKnowsThisScheme opaque-data=here");
+    let req = Req::new("REGISTER", "sip:example.com", &b)
+        .header("Authorization: NoOneKnowsThisScheme opaque-data=here");
     let (r, _) = h.ask(&req.render(), &udp("198.51.100.7:5060"));
     assert_eq!(r.status.0, 401);
     assert_eq!(h.ep.stats().auth_failures, 0);
@@ -371,7 +514,10 @@ fn retransmitted_register_gets_the_identical_response() {
     h.now += Duration::from_millis(500);
     let second = h.send(&req, &src);
     assert_eq!(first.len(), 1);
-    assert_eq!(first, second, "RFC 3261 §17.2.2: the cached response, byte for byte");
+    assert_eq!(
+        first, second,
+        "RFC 3261 §17.2.2: the cached response, byte for byte"
+    );
     assert_eq!(h.ep.stats().retransmissions_absorbed, 1);
     assert_eq!(h.ep.stats().transactions, 1);
     // Timer J (64*T1 on UDP) ends the transaction.
@@ -388,7 +534,10 @@ fn udp_response_fills_rport_and_received_and_goes_to_the_source() {
     let via = r.top_via().unwrap();
     assert_eq!(via.params.get("rport"), Some(Some("40000")));
     assert_eq!(via.params.get("received"), Some(Some("203.0.113.7")));
-    assert_eq!(t.destination.addr, "203.0.113.7:40000".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        t.destination.addr,
+        "203.0.113.7:40000".parse::<SocketAddr>().unwrap()
+    );
     assert_eq!(t.destination.local, Some(SERVER_ADDR.parse().unwrap()));
     assert_eq!(t.destination.transport, TransportKind::Udp);
 
@@ -400,7 +549,10 @@ fn udp_response_fills_rport_and_received_and_goes_to_the_source() {
     let via = r.top_via().unwrap();
     assert_eq!(via.params.get("received"), Some(Some("203.0.113.7")));
     assert!(!via.params.contains("rport"));
-    assert_eq!(t.destination.addr, "203.0.113.7:5070".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        t.destination.addr,
+        "203.0.113.7:5070".parse::<SocketAddr>().unwrap()
+    );
 }
 
 #[test]
@@ -425,17 +577,38 @@ fn tcp_response_goes_back_over_the_same_connection() {
 fn foreign_domain_is_refused_never_relayed() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
-    for (m, uri) in [("INVITE", "sip:bob@evil.example.org"), ("OPTIONS", "sip:evil.example.org"), ("REGISTER", "sip:example.net")] {
+    for (m, uri) in [
+        ("INVITE", "sip:bob@evil.example.org"),
+        ("OPTIONS", "sip:evil.example.org"),
+        ("REGISTER", "sip:example.net"),
+    ] {
         let b = h.branch();
         let (r, t) = h.ask(&Req::new(m, uri, &b).render(), &src);
-        assert_eq!((r.status.0, r.reason.as_str()), (403, "Relaying denied"), "{m} {uri}");
+        assert_eq!(
+            (r.status.0, r.reason.as_str()),
+            (403, "Relaying denied"),
+            "{m} {uri}"
+        );
         assert_eq!(t.destination.addr, src.peer);
     }
     assert_eq!(h.ep.stats().relay_denied, 3);
     // Our aliases and addresses are ours.
-    for uri in ["sip:sip.example.com", "sip:192.0.2.10", "sip:127.0.0.1:5060", "sip:[::1]", "sip:EXAMPLE.COM"] {
+    for uri in [
+        "sip:sip.example.com",
+        "sip:192.0.2.10",
+        "sip:127.0.0.1:5060",
+        "sip:[::1]",
+        "sip:EXAMPLE.COM",
+    ] {
         let b = h.branch();
-        assert_eq!(h.ask(&Req::new("OPTIONS", uri, &b).render(), &src).0.status.0, 200, "{uri}");
+        assert_eq!(
+            h.ask(&Req::new("OPTIONS", uri, &b).render(), &src)
+                .0
+                .status
+                .0,
+            200,
+            "{uri}"
+        );
     }
 }
 
@@ -443,7 +616,10 @@ fn foreign_domain_is_refused_never_relayed() {
 fn unknown_request_uri_scheme_gets_416() {
     let mut h = Harness::new();
     let b = h.branch();
-    let (r, _) = h.ask(&Req::new("OPTIONS", "nobodyKnowsThisScheme:totallyopaquecontent", &b).render(), &udp("198.51.100.7:5060"));
+    let (r, _) = h.ask(
+        &Req::new("OPTIONS", "nobodyKnowsThisScheme:totallyopaquecontent", &b).render(),
+        &udp("198.51.100.7:5060"),
+    );
     assert_eq!(r.status.0, 416);
 }
 
@@ -451,7 +627,9 @@ fn unknown_request_uri_scheme_gets_416() {
 fn unsupported_require_gets_420_listing_the_tags() {
     let mut h = Harness::new();
     let b = h.branch();
-    let req = Req::new("OPTIONS", "sip:example.com", &b).header("Require: foo, outbound").header("Proxy-Require: bar");
+    let req = Req::new("OPTIONS", "sip:example.com", &b)
+        .header("Require: foo, outbound")
+        .header("Proxy-Require: bar");
     let (r, _) = h.ask(&req.render(), &udp("198.51.100.7:5060"));
     assert_eq!(r.status.0, 420);
     assert_eq!(r.headers.get(&HeaderName::Unsupported), Some("foo, bar"));
@@ -462,11 +640,15 @@ fn max_forwards_zero_is_483_only_for_requests_we_would_route() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
     let b = h.branch();
-    let inv = Req::new("INVITE", "sip:bob@example.com", &b).render().replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let inv = Req::new("INVITE", "sip:bob@example.com", &b)
+        .render()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     assert_eq!(h.ask(&inv, &src).0.status.0, 483);
     // RFC 4475 §3.3.11 (zeromf): OPTIONS is answered here.
     let b = h.branch();
-    let opt = Req::new("OPTIONS", "sip:user@example.com", &b).render().replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let opt = Req::new("OPTIONS", "sip:user@example.com", &b)
+        .render()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     assert_eq!(h.ask(&opt, &src).0.status.0, 200);
 }
 
@@ -474,11 +656,15 @@ fn max_forwards_zero_is_483_only_for_requests_we_would_route() {
 fn invite_with_a_body_we_cannot_read_gets_415_with_accept() {
     let mut h = Harness::new();
     let b = h.branch();
-    let mut req = Req::new("INVITE", "sip:bob@example.com", &b).header("Content-Type: application/unknownformat");
+    let mut req = Req::new("INVITE", "sip:bob@example.com", &b)
+        .header("Content-Type: application/unknownformat");
     req.body = "<audio/>";
     let (r, _) = h.ask(&req.render(), &udp("198.51.100.7:5060"));
     assert_eq!(r.status.0, 415);
-    assert_eq!(r.headers.get(&HeaderName::Other("Accept".into())), Some("application/sdp"));
+    assert_eq!(
+        r.headers.get(&HeaderName::Other("Accept".into())),
+        Some("application/sdp")
+    );
 }
 
 #[test]
@@ -486,14 +672,30 @@ fn options_is_answered_the_same_for_any_user() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
     let mut shapes = Vec::new();
-    for uri in ["sip:example.com", "sip:alice@example.com", "sip:nobody@example.com"] {
+    for uri in [
+        "sip:example.com",
+        "sip:alice@example.com",
+        "sip:nobody@example.com",
+    ] {
         let b = h.branch();
         let (r, _) = h.ask(&Req::new("OPTIONS", uri, &b).render(), &src);
         assert_eq!(r.status.0, 200);
-        assert!(r.headers.get(&HeaderName::Allow).unwrap().contains("REGISTER"));
-        assert_eq!(r.headers.get(&HeaderName::Other("Accept".into())), Some("application/sdp"));
+        assert!(r
+            .headers
+            .get(&HeaderName::Allow)
+            .unwrap()
+            .contains("REGISTER"));
+        assert_eq!(
+            r.headers.get(&HeaderName::Other("Accept".into())),
+            Some("application/sdp")
+        );
         assert!(r.headers.get(&HeaderName::Supported).is_some());
-        shapes.push(r.headers.iter().map(|h| h.name.to_string()).collect::<Vec<_>>());
+        shapes.push(
+            r.headers
+                .iter()
+                .map(|h| h.name.to_string())
+                .collect::<Vec<_>>(),
+        );
     }
     assert!(shapes.windows(2).all(|w| w[0] == w[1]));
 }
@@ -502,7 +704,14 @@ fn options_is_answered_the_same_for_any_user() {
 fn methods_without_a_handler() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
-    let cases = [("BYE", 481), ("INFO", 481), ("UPDATE", 481), ("MESSAGE", 405), ("SUBSCRIBE", 405), ("FOOBAR", 501)];
+    let cases = [
+        ("BYE", 481),
+        ("INFO", 481),
+        ("UPDATE", 481),
+        ("MESSAGE", 405),
+        ("SUBSCRIBE", 405),
+        ("FOOBAR", 501),
+    ];
     for (m, status) in cases {
         let b = h.branch();
         let (r, _) = h.ask(&Req::new(m, "sip:bob@example.com", &b).render(), &src);
@@ -538,7 +747,10 @@ fn invite_is_challenged_with_407_then_gets_480() {
     );
     assert!(h.send(&ack, &src).is_empty());
     assert_eq!(h.ep.stats().stray_acks_dropped, 0);
-    assert!(h.advance(Duration::from_secs(2)).is_empty(), "no retransmission after the ACK");
+    assert!(
+        h.advance(Duration::from_secs(2)).is_empty(),
+        "no retransmission after the ACK"
+    );
 
     let nonce = param(ch[0], "nonce");
     let b = h.branch();
@@ -554,10 +766,16 @@ fn invite_is_challenged_with_407_then_gets_480() {
     ));
     inv2.cseq = 2;
     let (r, _) = h.ask(&inv2.render(), &src);
-    assert_eq!((r.status.0, r.reason.as_str()), (480, "Calls are not available yet"));
+    assert_eq!(
+        (r.status.0, r.reason.as_str()),
+        (480, "Calls are not available yet")
+    );
 
     // A stray ACK (no transaction) is dropped.
-    let stray = ack.replace(&inv.via, "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-nope");
+    let stray = ack.replace(
+        &inv.via,
+        "SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK-nope",
+    );
     assert!(h.send(&stray, &src).is_empty());
     assert_eq!(h.ep.stats().stray_acks_dropped, 1);
 }
@@ -567,15 +785,27 @@ fn cancel_without_a_transaction_gets_481_and_with_one_200() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
     let b = h.branch();
-    let (r, _) = h.ask(&Req::new("CANCEL", "sip:bob@example.com", &b).render(), &src);
+    let (r, _) = h.ask(
+        &Req::new("CANCEL", "sip:bob@example.com", &b).render(),
+        &src,
+    );
     assert_eq!(r.status.0, 481);
 
     let b = h.branch();
-    let (inv_resp, _) = h.ask(&Req::new("INVITE", "sip:bob@example.com", &b).render(), &src);
-    let (r, _) = h.ask(&Req::new("CANCEL", "sip:bob@example.com", &b).render(), &src);
+    let (inv_resp, _) = h.ask(
+        &Req::new("INVITE", "sip:bob@example.com", &b).render(),
+        &src,
+    );
+    let (r, _) = h.ask(
+        &Req::new("CANCEL", "sip:bob@example.com", &b).render(),
+        &src,
+    );
     assert_eq!(r.status.0, 200);
     // RFC 3261 §9.2: the same To tag as the INVITE's response.
-    assert_eq!(r.to_header().unwrap().tag(), inv_resp.to_header().unwrap().tag());
+    assert_eq!(
+        r.to_header().unwrap().tag(),
+        inv_resp.to_header().unwrap().tag()
+    );
 }
 
 // --- Bad input ----------------------------------------------------------------------------------
@@ -585,11 +815,16 @@ fn malformed_request_gets_400_with_the_reason() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
     let b = h.branch();
-    let req = Req::new("OPTIONS", "sip:example.com", &b).render().replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
+    let req = Req::new("OPTIONS", "sip:example.com", &b)
+        .render()
+        .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
     let (r, t) = h.ask(&req, &src);
     assert_eq!(r.status.0, 400);
     assert_eq!(r.reason, "CSeq method does not match request method");
-    assert_eq!(r.headers.get(&HeaderName::CallId), Some(format!("call-{b}").as_str()));
+    assert_eq!(
+        r.headers.get(&HeaderName::CallId),
+        Some(format!("call-{b}").as_str())
+    );
     assert_eq!(r.top_via().unwrap().params.get("rport"), Some(Some("5060")));
     assert_eq!(t.destination.addr, src.peer);
     assert_eq!(h.ep.stats().malformed_requests, 1);
@@ -599,7 +834,9 @@ fn malformed_request_gets_400_with_the_reason() {
 fn malformed_response_and_garbage_are_dropped_and_counted() {
     let h = Harness::new();
     let src = udp("198.51.100.7:5060");
-    assert!(h.send("SIP/2.0 200 OK\r\nVia: ???\r\n\r\n", &src).is_empty());
+    assert!(h
+        .send("SIP/2.0 200 OK\r\nVia: ???\r\n\r\n", &src)
+        .is_empty());
     assert!(h.send("\u{1}\u{2}binary junk", &src).is_empty());
     assert!(h.send("\r\n\r\n", &src).is_empty());
     let stray = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKx\r\nFrom: <sip:a@example.com>;tag=1\r\n\
@@ -660,7 +897,8 @@ fn mutated_input_never_panics_and_is_only_answered_to_its_source() {
 /// frame). No panic, no answer anywhere but the source connection, and the §3.2–3.3 verdicts.
 #[test]
 fn rfc4475_torture_messages() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/rfc4475");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/rfc4475");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         eprintln!("skipping: {} not found", dir.display());
         return;
@@ -681,7 +919,9 @@ fn rfc4475_torture_messages() {
     let mut seen = 0;
     for (i, entry) in entries.flatten().enumerate() {
         let path = entry.path();
-        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         let src = Source {
             transport: TransportKind::Ws,
@@ -694,19 +934,77 @@ fn rfc4475_torture_messages() {
         h.now += Duration::from_millis(10);
         h.ep.handle_message(h.now, 0, &bytes, &src, &mut out);
         for t in &out {
-            assert_eq!(t.destination.connection, Some(ConnectionId(i as u64)), "{name}");
+            assert_eq!(
+                t.destination.connection,
+                Some(ConnectionId(i as u64)),
+                "{name}"
+            );
         }
         if std::env::var_os("CONFAB_SHOW_VERDICTS").is_some() {
-            let line = out.first().map(|t| String::from_utf8_lossy(&t.bytes).lines().next().unwrap_or("").to_owned());
+            let line = out.first().map(|t| {
+                String::from_utf8_lossy(&t.bytes)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            });
             eprintln!("{name}: {line:?}");
         }
         if let Some((_, want)) = expected.iter().find(|(n, _)| *n == name) {
             seen += 1;
             // The status line only: a 505 echoes a Via that does not parse (`SIP/7.0/UDP`).
-            let got = out.first().and_then(|t| std::str::from_utf8(&t.bytes[8..11]).ok()?.parse::<u16>().ok());
+            let got = out.first().and_then(|t| {
+                std::str::from_utf8(&t.bytes[8..11])
+                    .ok()?
+                    .parse::<u16>()
+                    .ok()
+            });
             assert_eq!(got, *want, "{name}");
         }
     }
     assert_eq!(seen, expected.len());
     assert_eq!(h.ep.stats().internal_errors, 0);
+}
+
+#[test]
+fn endpoint_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Endpoint>();
+}
+
+#[test]
+fn retransmitted_invite_gets_the_same_407_and_a_retransmission_after_the_transaction_the_same_tag()
+{
+    let mut h = Harness::new();
+    let src = udp("198.51.100.7:5060");
+    let b = h.branch();
+    let inv = Req::new("INVITE", "sip:bob@example.com", &b).render();
+    let first = h.send(&inv, &src);
+    let again = h.send(&inv, &src);
+    assert_eq!(first, again);
+    assert_eq!(h.ep.stats().retransmissions_absorbed, 1);
+    // Timer H (64*T1) ends the transaction without an ACK; a late retransmission is a new
+    // request but keeps the same To tag (derived, not random).
+    h.advance(Duration::from_secs(33));
+    assert_eq!(h.ep.stats().transactions, 0);
+    let late = h.send(&inv, &src);
+    let tag = |t: &Transmit| {
+        parse_response(t)
+            .to_header()
+            .unwrap()
+            .tag()
+            .map(str::to_owned)
+    };
+    assert_eq!(tag(&late[0]), tag(&first[0]));
+}
+
+#[test]
+fn tel_request_uri_on_register_is_416() {
+    let mut h = Harness::new();
+    let b = h.branch();
+    let (r, _) = h.ask(
+        &Req::new("REGISTER", "tel:+15551234", &b).render(),
+        &udp("198.51.100.7:5060"),
+    );
+    assert_eq!(r.status.0, 416);
 }

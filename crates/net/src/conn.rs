@@ -183,6 +183,9 @@ pub(crate) struct ConnGuard {
     pub(crate) kind: TransportKind,
     pub(crate) peer: SocketAddr,
     established: bool,
+    /// For inbound connections: released before the handler hears of the close, so a peer told
+    /// of the close may connect again at once.
+    slot: Option<IpSlot>,
 }
 
 impl ConnGuard {
@@ -191,6 +194,7 @@ impl ConnGuard {
         id: ConnectionId,
         kind: TransportKind,
         peer: SocketAddr,
+        slot: Option<IpSlot>,
     ) -> Self {
         Self {
             shared,
@@ -198,6 +202,7 @@ impl ConnGuard {
             kind,
             peer,
             established: false,
+            slot,
         }
     }
 
@@ -220,6 +225,7 @@ impl ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.shared.conns.remove(self.id);
+        self.slot.take();
         if self.established {
             self.shared
                 .stats

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use confab_sip::transport::{ConnectionId, Source, Transmit, TransportKind};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -143,7 +143,10 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<tls::TlsContext>,
     /// Built on the first outbound TLS connection (reading the system trust store takes time).
     pub(crate) tls_client: OnceLock<Result<tokio_rustls::TlsConnector, String>>,
-    pub(crate) handler: OnceLock<Arc<dyn Handler>>,
+    /// Set by `start`, cleared when the transports are shut down or dropped: a handler usually
+    /// holds a [`TransportHandle`], and that cycle must not keep the sockets open.
+    handler: RwLock<Option<Arc<dyn Handler>>>,
+    started: AtomicBool,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) stopping: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
@@ -160,8 +163,18 @@ impl Shared {
         ShutdownSignal(self.shutdown_tx.subscribe())
     }
 
-    pub(crate) fn handler(&self) -> Option<&Arc<dyn Handler>> {
-        self.handler.get()
+    pub(crate) fn handler(&self) -> Option<Arc<dyn Handler>> {
+        self.handler.read().clone()
+    }
+
+    /// Tells every loop, task and thread to stop; waits for nothing. Idempotent.
+    fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.shutdown_tx.send_replace(true);
+        self.task_token.lock().take();
+        for endpoint in &self.udp {
+            endpoint.wake();
+        }
     }
 }
 
@@ -219,7 +232,8 @@ impl Transports {
             conns: conn::ConnTable::default(),
             tls,
             tls_client: OnceLock::new(),
-            handler: OnceLock::new(),
+            handler: RwLock::new(None),
+            started: AtomicBool::new(false),
             runtime: tokio::runtime::Handle::current(),
             stopping: AtomicBool::new(false),
             shutdown_tx,
@@ -254,10 +268,11 @@ impl Transports {
     /// Starts the UDP receive threads and the accept loops; from now on `handler` gets every
     /// message. Only the first call does anything.
     pub fn start(&self, handler: Arc<dyn Handler>) {
-        if self.shared.handler.set(handler.clone()).is_err() {
+        if self.shared.started.swap(true, Ordering::SeqCst) {
             tracing::warn!("transports already started");
             return;
         }
+        *self.shared.handler.write() = Some(handler.clone());
         let mut threads = self.udp_threads.lock();
         for index in 0..self.shared.udp.len() {
             match udp::spawn_receiver(self.shared.clone(), index, handler.clone()) {
@@ -280,13 +295,8 @@ impl Transports {
     /// handshake timeout), stops the UDP threads and waits for all of it.
     pub async fn shutdown(mut self) {
         let shared = &self.shared;
-        shared.stopping.store(true, Ordering::SeqCst);
-        shared.shutdown_tx.send_replace(true);
-        shared.task_token.lock().take();
+        shared.begin_shutdown();
         self.listeners.lock().clear();
-        for endpoint in &shared.udp {
-            endpoint.wake();
-        }
         let grace = shared.config.handshake_timeout + Duration::from_secs(1);
         if tokio::time::timeout(grace, self.tasks_done.recv())
             .await
@@ -303,6 +313,15 @@ impl Transports {
         if tokio::time::timeout(grace, joined).await.is_err() {
             tracing::warn!("UDP receive threads still running after {grace:?}");
         }
+        self.shared.handler.write().take();
+    }
+}
+
+/// Dropping without [`Transports::shutdown`] still stops everything, without waiting.
+impl Drop for Transports {
+    fn drop(&mut self) {
+        self.shared.begin_shutdown();
+        self.shared.handler.write().take();
     }
 }
 

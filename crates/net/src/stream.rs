@@ -99,8 +99,8 @@ async fn inbound(
 ) {
     let Ok(local) = tcp.local_addr() else { return };
     match kind {
-        TransportKind::Tcp => serve_inbound(shared, kind, tcp, peer, local).await,
-        TransportKind::Ws => ws::serve(shared, kind, tcp, peer, local).await,
+        TransportKind::Tcp => serve_inbound(shared, kind, tcp, peer, local, slot).await,
+        TransportKind::Ws => ws::serve(shared, kind, tcp, peer, local, slot).await,
         TransportKind::Tls | TransportKind::Wss => {
             let Some(acceptor) = shared.tls.as_ref().map(|tls| tls.acceptor.clone()) else {
                 return;
@@ -122,14 +122,13 @@ async fn inbound(
                 },
             };
             if kind == TransportKind::Tls {
-                serve_inbound(shared, kind, tls, peer, local).await;
+                serve_inbound(shared, kind, tls, peer, local, slot).await;
             } else {
-                ws::serve(shared, kind, tls, peer, local).await;
+                ws::serve(shared, kind, tls, peer, local, slot).await;
             }
         }
         TransportKind::Udp => {}
     }
-    drop(slot);
 }
 
 async fn serve_inbound<S>(
@@ -138,11 +137,11 @@ async fn serve_inbound<S>(
     stream: S,
     peer: SocketAddr,
     local: SocketAddr,
+    slot: IpSlot,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (guard, queue_tx, queue_rx) = register(&shared, kind, peer);
-    let mut guard = guard;
+    let (mut guard, queue_tx, queue_rx) = register(&shared, kind, peer, slot);
     guard.establish(local, true);
     run(shared, guard, stream, local, queue_tx, queue_rx).await;
 }
@@ -152,19 +151,13 @@ pub(crate) fn register(
     shared: &Arc<Shared>,
     kind: TransportKind,
     peer: SocketAddr,
-) -> (
-    ConnGuard,
-    mpsc::Sender<bytes::Bytes>,
-    mpsc::Receiver<bytes::Bytes>,
-) {
+    slot: IpSlot,
+) -> (ConnGuard, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
     let id = shared.conns.next_id();
     let (queue_tx, queue_rx) = mpsc::channel(shared.config.send_queue_len.max(1));
     shared.conns.insert(id, kind, peer, queue_tx.clone());
-    (
-        ConnGuard::new(shared.clone(), id, kind, peer),
-        queue_tx,
-        queue_rx,
-    )
+    let guard = ConnGuard::new(shared.clone(), id, kind, peer, Some(slot));
+    (guard, queue_tx, queue_rx)
 }
 
 /// Queues `bytes` on an open TCP/TLS connection to the destination, or opens one.
@@ -189,7 +182,7 @@ pub(crate) fn send_or_connect(
         shared.conns.remove(id);
         return Err(SendError::ShuttingDown);
     };
-    let guard = ConnGuard::new(shared.clone(), id, kind, destination.addr);
+    let guard = ConnGuard::new(shared.clone(), id, kind, destination.addr, None);
     shared
         .runtime
         .spawn(outbound(shared.clone(), guard, queue_rx, task));

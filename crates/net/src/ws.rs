@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::conn::ConnGuard;
+use crate::conn::{ConnGuard, IpSlot};
 use crate::stream::{deliver, register, Close, PONG};
 use crate::{NetStats, Shared};
 
@@ -45,6 +45,7 @@ pub(crate) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     local: SocketAddr,
+    slot: IpSlot,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -80,7 +81,7 @@ pub(crate) async fn serve<S>(
             }
         },
     };
-    let (mut guard, queue_tx, queue_rx) = register(&shared, kind, peer);
+    let (mut guard, queue_tx, queue_rx) = register(&shared, kind, peer, slot);
     guard.establish(local, true);
     run(shared, guard, ws, local, queue_tx, queue_rx).await;
 }

@@ -719,6 +719,12 @@ where
     ws.send(Message::text("\r\n\r\n")).await.unwrap();
     let pong = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(pong, Message::text("\r\n"));
+    // WebSocket pings are answered (RFC 6455 §5.5.2).
+    ws.send(Message::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    let answer = timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(answer, Message::Pong(Bytes::from_static(b"are you there")));
     // A binary message is one SIP message too.
     let binary = sip("ws-binary", "");
     ws.send(Message::binary(binary.clone())).await.unwrap();
@@ -748,6 +754,33 @@ async fn ws_round_trip_with_the_sip_subprotocol() {
         TransportKind::Ws,
     )
     .await;
+    server.transports.shutdown().await;
+}
+
+#[tokio::test]
+async fn ws_send_without_an_open_connection_fails() {
+    let server = Server::start(
+        NetConfig {
+            ws: vec![loopback()],
+            ..config()
+        },
+        false,
+    )
+    .await;
+    let destination = Destination {
+        transport: TransportKind::Ws,
+        addr: "127.0.0.1:9".parse().unwrap(),
+        connection: None,
+        local: None,
+    };
+    let result = server.transports.handle().send(Transmit {
+        destination,
+        bytes: Bytes::from_static(b"x"),
+    });
+    assert!(
+        matches!(result, Err(SendError::NoConnection { .. })),
+        "{result:?}"
+    );
     server.transports.shutdown().await;
 }
 
@@ -849,4 +882,23 @@ async fn bind_errors_name_the_address() {
         error.contains(&addr.to_string()) && error.contains("TCP"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn shutdown_releases_the_sockets_even_with_a_handler_holding_a_handle() {
+    // The echo handler holds a TransportHandle: a cycle that must not keep the sockets bound.
+    let server = Server::start(
+        NetConfig {
+            udp: vec![loopback()],
+            tcp: vec![loopback()],
+            ..config()
+        },
+        true,
+    )
+    .await;
+    let udp = server.addr(TransportKind::Udp);
+    let tcp = server.addr(TransportKind::Tcp);
+    server.transports.shutdown().await;
+    std::net::UdpSocket::bind(udp).expect("UDP port still bound after shutdown");
+    std::net::TcpListener::bind(tcp).expect("TCP port still bound after shutdown");
 }

@@ -25,7 +25,10 @@ impl ParseError {
 
     /// A parse error answered with `status` (e.g. 505 Version Not Supported).
     pub fn with_status(status: u16, reason: impl Into<String>) -> Self {
-        Self { reason: reason.into(), status }
+        Self {
+            reason: reason.into(),
+            status,
+        }
     }
 }
 
@@ -56,6 +59,9 @@ mod tests {
         let e = ParseError::new("Missing Call-ID");
         assert_eq!(e.status, 400);
         assert_eq!(e.to_string(), "Missing Call-ID");
-        assert_eq!(Error::from(ParseError::with_status(505, "Version Not Supported")).status(), Some(505));
+        assert_eq!(
+            Error::from(ParseError::with_status(505, "Version Not Supported")).status(),
+            Some(505)
+        );
     }
 }

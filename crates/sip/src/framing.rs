@@ -455,7 +455,7 @@ mod tests {
             let bytes: Vec<u8> = (0..len)
                 .map(|_| {
                     let r = rng.next();
-                    if r % 4 == 0 {
+                    if r & 3 == 0 {
                         r as u8
                     } else {
                         ALPHABET[(r >> 8) as usize % ALPHABET.len()]

@@ -182,12 +182,18 @@ impl Headers {
 
     /// The value of the first line with this name.
     pub fn get(&self, name: &HeaderName) -> Option<&str> {
-        self.0.iter().find(|h| &h.name == name).map(|h| h.value.as_str())
+        self.0
+            .iter()
+            .find(|h| &h.name == name)
+            .map(|h| h.value.as_str())
     }
 
     /// Every line with this name, in order (not split at commas).
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |h| &h.name == name).map(|h| h.value.as_str())
+        self.0
+            .iter()
+            .filter(move |h| &h.name == name)
+            .map(|h| h.value.as_str())
     }
 
     /// Every value of a list header, split at commas outside quotes and `<>` across all lines
@@ -198,12 +204,21 @@ impl Headers {
 
     /// Appends a header line.
     pub fn push(&mut self, name: HeaderName, value: impl Into<String>) {
-        self.0.push(Header { name, value: value.into() });
+        self.0.push(Header {
+            name,
+            value: value.into(),
+        });
     }
 
     /// Inserts a header line before every other one (e.g. a new top Via).
     pub fn push_front(&mut self, name: HeaderName, value: impl Into<String>) {
-        self.0.insert(0, Header { name, value: value.into() });
+        self.0.insert(
+            0,
+            Header {
+                name,
+                value: value.into(),
+            },
+        );
     }
 
     /// Replaces every line with this name by one line with this value (appended if absent).
@@ -239,7 +254,10 @@ pub struct Params(pub Vec<(String, Option<String>)>);
 impl Params {
     /// `None` if absent, `Some(None)` if present without a value.
     pub fn get(&self, name: &str) -> Option<Option<&str>> {
-        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_deref())
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref())
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -248,7 +266,11 @@ impl Params {
 
     /// Sets (replacing) a parameter.
     pub fn set(&mut self, name: &str, value: Option<String>) {
-        match self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             Some(slot) => slot.1 = value,
             None => self.0.push((name.to_owned(), value)),
         }
@@ -383,7 +405,9 @@ mod tests {
         let b = HeaderName::parse("x-fOO");
         assert_eq!(a, b);
         assert_eq!(a.as_str(), "X-Foo");
-        let set: HashSet<_> = [a, b, HeaderName::Via, HeaderName::parse("v")].into_iter().collect();
+        let set: HashSet<_> = [a, b, HeaderName::Via, HeaderName::parse("v")]
+            .into_iter()
+            .collect();
         assert_eq!(set.len(), 2);
         assert_ne!(HeaderName::Other("Via".into()), HeaderName::Via);
     }
@@ -391,12 +415,18 @@ mod tests {
     #[test]
     fn list_values_split_across_lines() {
         let mut h = Headers::new();
-        h.push(HeaderName::Contact, r#""Doe, J" <sip:j@a.example.com>;q=0.5, <sip:k,l@b.example.com;x=1>"#);
+        h.push(
+            HeaderName::Contact,
+            r#""Doe, J" <sip:j@a.example.com>;q=0.5, <sip:k,l@b.example.com;x=1>"#,
+        );
         h.push(HeaderName::Contact, "sip:l@c.example.com");
         let v: Vec<_> = h.values(&HeaderName::Contact).collect();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0], r#""Doe, J" <sip:j@a.example.com>;q=0.5"#);
-        assert!(matches!(ContactValue::parse(v[1]), Ok(ContactValue::Addr(_))));
+        assert!(matches!(
+            ContactValue::parse(v[1]),
+            Ok(ContactValue::Addr(_))
+        ));
         assert_eq!(ContactValue::parse(" * "), Ok(ContactValue::Star));
         assert_eq!(h.get_all(&HeaderName::Contact).count(), 2);
     }
@@ -417,8 +447,12 @@ mod tests {
 
     #[test]
     fn typed_values_display_and_reparse() {
-        let v = Via::parse("SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKabc;received=192.0.2.1").unwrap();
-        assert_eq!(v.to_string(), "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKabc;received=192.0.2.1");
+        let v = Via::parse("SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKabc;received=192.0.2.1")
+            .unwrap();
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKabc;received=192.0.2.1"
+        );
         assert_eq!(Via::parse(&v.to_string()).unwrap(), v);
         let n = NameAddr::parse("A <sip:a@example.com>;tag=x").unwrap();
         assert_eq!(n.to_string(), "\"A\" <sip:a@example.com>;tag=x");

@@ -248,15 +248,31 @@ pub fn application_checks() -> &'static [(&'static str, &'static str, &'static s
     &[
         ("3.3.2", "unkscm", "416 Unsupported URI Scheme"),
         ("3.3.3", "novelsc", "416 Unsupported URI Scheme"),
-        ("3.3.4", "unksm2", "registrar: 400/416 for a Contact or To it cannot use"),
+        (
+            "3.3.4",
+            "unksm2",
+            "registrar: 400/416 for a Contact or To it cannot use",
+        ),
         ("3.3.5", "bext01", "420 Bad Extension with Unsupported"),
         ("3.3.6", "invut", "415 Unsupported Media Type with Accept"),
         ("3.3.7", "regaut01", "401 with a challenge"),
         ("3.3.10", "bcast", "drop the response"),
         ("3.3.11", "zeromf", "483 Too Many Hops when forwarding"),
-        ("3.3.12", "cparam01", "accept; header parameter not in the binding URI"),
-        ("3.3.13", "cparam02", "accept; URI parameter kept in the binding"),
-        ("3.3.14", "regescrt", "accept; store the escaped URI headers"),
+        (
+            "3.3.12",
+            "cparam01",
+            "accept; header parameter not in the binding URI",
+        ),
+        (
+            "3.3.13",
+            "cparam02",
+            "accept; URI parameter kept in the binding",
+        ),
+        (
+            "3.3.14",
+            "regescrt",
+            "accept; store the escaped URI headers",
+        ),
         ("3.3.15", "sdp01", "406 Not Acceptable"),
         ("3.2.1", "badbranch", "accept; branch is the cookie alone"),
         ("3.4.1", "inv2543", "accept; RFC 2543 transaction matching"),
@@ -277,12 +293,18 @@ macro_rules! common_accessors {
         }
 
         pub fn from_header(&self) -> Result<NameAddr, ParseError> {
-            let v = self.headers.get(&HeaderName::From).ok_or_else(|| ParseError::new("Missing From"))?;
+            let v = self
+                .headers
+                .get(&HeaderName::From)
+                .ok_or_else(|| ParseError::new("Missing From"))?;
             NameAddr::parse(v)
         }
 
         pub fn to_header(&self) -> Result<NameAddr, ParseError> {
-            let v = self.headers.get(&HeaderName::To).ok_or_else(|| ParseError::new("Missing To"))?;
+            let v = self
+                .headers
+                .get(&HeaderName::To)
+                .ok_or_else(|| ParseError::new("Missing To"))?;
             NameAddr::parse(v)
         }
 
@@ -292,7 +314,10 @@ macro_rules! common_accessors {
         }
 
         pub fn cseq(&self) -> Result<CSeq, ParseError> {
-            let v = self.headers.get(&HeaderName::CSeq).ok_or_else(|| ParseError::new("Missing CSeq"))?;
+            let v = self
+                .headers
+                .get(&HeaderName::CSeq)
+                .ok_or_else(|| ParseError::new("Missing CSeq"))?;
             CSeq::parse(v)
         }
     };
@@ -308,7 +333,9 @@ impl Request {
 
     /// Max-Forwards, if present and valid.
     pub fn max_forwards(&self) -> Option<u32> {
-        self.headers.get(&HeaderName::MaxForwards).and_then(|v| v.trim().parse().ok())
+        self.headers
+            .get(&HeaderName::MaxForwards)
+            .and_then(|v| v.trim().parse().ok())
     }
 }
 
@@ -323,7 +350,11 @@ impl Response {
         for h in req.headers.iter() {
             if matches!(
                 h.name,
-                HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+                HeaderName::Via
+                    | HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::CSeq
             ) {
                 headers.0.push(h.clone());
             }
@@ -359,7 +390,9 @@ mod tests {
 
     #[test]
     fn accessors_of_a_parsed_request() {
-        let Ok(Message::Request(r)) = Message::parse(REGISTER, true) else { panic!("must parse") };
+        let Ok(Message::Request(r)) = Message::parse(REGISTER, true) else {
+            panic!("must parse")
+        };
         assert_eq!(r.method, Method::Register);
         assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKnashds7"));
         assert_eq!(r.from_header().unwrap().tag(), Some("456248"));
@@ -371,23 +404,36 @@ mod tests {
 
     #[test]
     fn response_for_request_copies_and_serialises() {
-        let Ok(Message::Request(r)) = Message::parse(REGISTER, true) else { panic!("must parse") };
+        let Ok(Message::Request(r)) = Message::parse(REGISTER, true) else {
+            panic!("must parse")
+        };
         let resp = Response::for_request(&r, 200, None);
         assert_eq!(resp.reason, "OK");
         let bytes = resp.to_bytes();
-        let Ok(Message::Response(back)) = Message::parse(&bytes, true) else { panic!("must parse") };
+        let Ok(Message::Response(back)) = Message::parse(&bytes, true) else {
+            panic!("must parse")
+        };
         assert_eq!(back, resp);
         assert!(bytes.starts_with(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP bobspc.biloxi.com:5060;"));
-        assert_eq!(Message::Response(back).headers().get(&HeaderName::Contact), None);
+        assert_eq!(
+            Message::Response(back).headers().get(&HeaderName::Contact),
+            None
+        );
     }
 
     #[test]
     fn recovery_and_application_checks() {
-        let broken = [&REGISTER[..REGISTER.len() - 4], b"\r\nCSeq: 1 INVITE\r\n\r\n"].concat();
+        let broken = [
+            &REGISTER[..REGISTER.len() - 4],
+            b"\r\nCSeq: 1 INVITE\r\n\r\n",
+        ]
+        .concat();
         let e = Message::parse(&broken, true).unwrap_err();
         assert_eq!(e.status, 400);
         let h = recover_request_headers(&broken).unwrap();
         assert_eq!(h.get_all(&HeaderName::CSeq).count(), 2);
-        assert!(application_checks().iter().any(|(_, file, _)| *file == "unkscm"));
+        assert!(application_checks()
+            .iter()
+            .any(|(_, file, _)| *file == "unkscm"));
     }
 }

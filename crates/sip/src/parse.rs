@@ -26,44 +26,74 @@ pub(crate) const MAX_PARAMS: usize = 64;
 // ---------------------------------------------------------------------------------------------
 // Character classes (RFC 3261 §25.1)
 
+/// A byte class as a 256-entry table: alphanumerics (when `alnum`) plus `extra`.
+const fn class(alnum: bool, extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = alnum && (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+// Tables instead of `contains` scans: the classes are tested once per input byte.
+static TOKEN: [bool; 256] = class(true, b"-.!%*_+`'~");
+#[cfg(test)]
+static UNRESERVED: [bool; 256] = class(true, b"-_.!~*'()");
+static USER: [bool; 256] = class(true, b"-_.!~*'()%&=+$,;?/");
+static PASSWORD: [bool; 256] = class(true, b"-_.!~*'()%&=+$,");
+static PARAM: [bool; 256] = class(true, b"-_.!~*'()%[]/:&+$");
+static HEADER: [bool; 256] = class(true, b"-_.!~*'()%[]/?:+$");
+static HOST: [bool; 256] = class(true, b"-.");
+static TEL: [bool; 256] = class(true, b"+-.()*#");
+
+// Indexing a 256-entry table with a u8 cannot go out of bounds.
+
 /// `token` characters.
 fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[b as usize]
 }
 
 /// `unreserved` = alphanum / mark.
+#[cfg(test)]
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
+    UNRESERVED[b as usize]
 }
 
 /// `user` = 1*( unreserved / escaped / user-unreserved ).
 fn is_user_char(b: u8) -> bool {
-    is_unreserved(b) || b"%&=+$,;?/".contains(&b)
+    USER[b as usize]
 }
 
 /// `password` = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," ).
 fn is_password_char(b: u8) -> bool {
-    is_unreserved(b) || b"%&=+$,".contains(&b)
+    PASSWORD[b as usize]
 }
 
 /// `paramchar` = param-unreserved / unreserved / escaped.
 fn is_param_char(b: u8) -> bool {
-    is_unreserved(b) || b"%[]/:&+$".contains(&b)
+    PARAM[b as usize]
 }
 
 /// `hname` / `hvalue` characters: hnv-unreserved / unreserved / escaped.
 fn is_header_char(b: u8) -> bool {
-    is_unreserved(b) || b"%[]/?:+$".contains(&b)
+    HEADER[b as usize]
 }
 
 /// `hostname` characters (IPv6 references are handled apart).
 fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+    HOST[b as usize]
 }
 
 /// Characters of a `tel:` number: digits, hex digits, `*#+`, visual separators (RFC 3966 §3).
 fn is_tel_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"+-.()*#".contains(&b)
+    TEL[b as usize]
 }
 
 fn is_ws(b: u8) -> bool {
@@ -71,7 +101,11 @@ fn is_ws(b: u8) -> bool {
 }
 
 fn trim_ws(s: &str) -> &str {
-    s.trim_matches(|c| c == ' ' || c == '\t')
+    // Byte-wise: SP and HT are ASCII, so the cut points are char boundaries.
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_ws(c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|&c| !is_ws(c)).map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or("")
 }
 
 /// Every `%` is followed by two hex digits (RFC 3261 §25.1 `escaped`).
@@ -170,7 +204,9 @@ impl<'a> Cursor<'a> {
                 Some(_) => self.pos += 1,
             }
         }
-        self.s.get(start..self.pos).ok_or_else(|| ParseError::new("Bad quoted string"))
+        self.s
+            .get(start..self.pos)
+            .ok_or_else(|| ParseError::new("Bad quoted string"))
     }
 }
 
@@ -192,7 +228,11 @@ pub(crate) fn uri(s: &str) -> Result<Uri, ParseError> {
         return Err(bad());
     }
     // URIs are ASCII with escapes; no whitespace, no delimiters of the enclosing header.
-    if rest.is_empty() || rest.bytes().any(|b| b <= b' ' || b >= 0x7f || b"<>\"".contains(&b)) {
+    if rest.is_empty()
+        || rest
+            .bytes()
+            .any(|b| b <= b' ' || b >= 0x7f || b"<>\"".contains(&b))
+    {
         return Err(bad());
     }
     if scheme.eq_ignore_ascii_case("sip") {
@@ -202,7 +242,10 @@ pub(crate) fn uri(s: &str) -> Result<Uri, ParseError> {
     } else if scheme.eq_ignore_ascii_case("tel") {
         tel_uri(rest).map(Uri::Tel)
     } else {
-        Ok(Uri::Other { scheme: scheme.to_owned(), rest: rest.to_owned() })
+        Ok(Uri::Other {
+            scheme: scheme.to_owned(),
+            rest: rest.to_owned(),
+        })
     }
 }
 
@@ -234,7 +277,11 @@ fn sip_uri(rest: &str, secure: bool) -> Result<SipUri, ParseError> {
     };
     let mut c = Cursor::new(hostport);
     let host = host(&mut c).map_err(|_| bad("host"))?;
-    let port = if c.eat(b':') { Some(port(&mut c).map_err(|_| bad("port"))?) } else { None };
+    let port = if c.eat(b':') {
+        Some(port(&mut c).map_err(|_| bad("port"))?)
+    } else {
+        None
+    };
     let mut params = Params::default();
     while c.eat(b';') {
         let p = c.take_while(|b| b != b';' && b != b'?');
@@ -273,7 +320,15 @@ fn sip_uri(rest: &str, secure: bool) -> Result<SipUri, ParseError> {
     } else if !c.at_end() {
         return Err(bad("host"));
     }
-    Ok(SipUri { secure, user, password, host, port, params, headers })
+    Ok(SipUri {
+        secure,
+        user,
+        password,
+        host,
+        port,
+        params,
+        headers,
+    })
 }
 
 fn tel_uri(rest: &str) -> Result<TelUri, ParseError> {
@@ -298,7 +353,10 @@ fn tel_uri(rest: &str) -> Result<TelUri, ParseError> {
         }
         params.0.push((name.to_owned(), value.map(str::to_owned)));
     }
-    Ok(TelUri { number: number.to_owned(), params })
+    Ok(TelUri {
+        number: number.to_owned(),
+        params,
+    })
 }
 
 /// `host` = hostname / IPv4address / IPv6reference (RFC 3261 §25.1, RFC 5118 §4.1-§4.3).
@@ -324,7 +382,11 @@ fn host(c: &mut Cursor<'_>) -> Result<Host, ParseError> {
             l.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && l.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
         });
-    let top_ok = trimmed.rsplit('.').next().and_then(|l| l.bytes().next()).is_some_and(|b| b.is_ascii_alphabetic());
+    let top_ok = trimmed
+        .rsplit('.')
+        .next()
+        .and_then(|l| l.bytes().next())
+        .is_some_and(|b| b.is_ascii_alphabetic());
     if !labels_ok || !top_ok {
         return Err(bad());
     }
@@ -336,7 +398,9 @@ fn port(c: &mut Cursor<'_>) -> Result<u16, ParseError> {
     if digits.is_empty() || digits.len() > 5 {
         return Err(ParseError::new("Malformed port"));
     }
-    digits.parse().map_err(|_| ParseError::new("Malformed port"))
+    digits
+        .parse()
+        .map_err(|_| ParseError::new("Malformed port"))
 }
 
 /// Decodes %-escapes; invalid UTF-8 after decoding is replaced, bad escapes are kept as is.
@@ -535,7 +599,12 @@ pub(crate) fn via(s: &str) -> Result<Via, ParseError> {
     let slash2 = c.eat(b'/');
     c.skip_ws();
     let transport = c.take_while(is_token);
-    if !proto.eq_ignore_ascii_case("SIP") || version != "2.0" || !slash1 || !slash2 || transport.is_empty() {
+    if !proto.eq_ignore_ascii_case("SIP")
+        || version != "2.0"
+        || !slash1
+        || !slash2
+        || transport.is_empty()
+    {
         return Err(bad());
     }
     if c.skip_ws() == 0 {
@@ -550,7 +619,12 @@ pub(crate) fn via(s: &str) -> Result<Via, ParseError> {
         None
     };
     let params = header_params(&mut c).map_err(|_| bad())?;
-    Ok(Via { transport: transport.to_ascii_uppercase(), host, port, params })
+    Ok(Via {
+        transport: transport.to_ascii_uppercase(),
+        host,
+        port,
+        params,
+    })
 }
 
 /// A From/To/Contact/Route value: name-addr or addr-spec, then header parameters
@@ -561,7 +635,12 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
     let display = if c.peek() == Some(b'"') {
         let q = c.quoted()?;
         c.skip_ws();
-        Some(q.get(1..q.len() - 1).unwrap_or("").to_owned())
+        Some(
+            q.strip_prefix('"')
+                .and_then(|q| q.strip_suffix('"'))
+                .unwrap_or("")
+                .to_owned(),
+        )
     } else {
         // A display name of tokens cannot hold ";", so a "<" before the first ";" starts the
         // name-addr; without one this is an addr-spec.
@@ -582,12 +661,18 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
                 let end = s.find([';', ' ', '\t']).unwrap_or(s.len());
                 let spec = s.get(..end).unwrap_or("");
                 if spec.contains([',', '?']) {
-                    return Err(ParseError::new("URI with ',' or '?' must be enclosed in <>"));
+                    return Err(ParseError::new(
+                        "URI with ',' or '?' must be enclosed in <>",
+                    ));
                 }
                 let uri = uri(spec)?;
                 c.pos = end;
                 let params = header_params(&mut c)?;
-                return Ok(NameAddr { display: None, uri, params });
+                return Ok(NameAddr {
+                    display: None,
+                    uri,
+                    params,
+                });
             }
         }
     };
@@ -601,7 +686,11 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
     // RFC 4475 §3.1.2.14: no LWS inside the brackets; uri() refuses it.
     let uri = uri(inner)?;
     let params = header_params(&mut c)?;
-    Ok(NameAddr { display, uri, params })
+    Ok(NameAddr {
+        display,
+        uri,
+        params,
+    })
 }
 
 /// `CSeq: 1*DIGIT LWS Method` (RFC 3261 §20.16); the number must fit 32 bits.
@@ -612,20 +701,28 @@ pub(crate) fn cseq(s: &str) -> Result<CSeq, ParseError> {
     if digits.is_empty() || c.skip_ws() == 0 {
         return Err(bad());
     }
-    let seq = digits.parse::<u32>().map_err(|_| ParseError::new("CSeq number too large"))?;
+    let seq = digits
+        .parse::<u32>()
+        .map_err(|_| ParseError::new("CSeq number too large"))?;
     let method = c.take_while(is_token);
     if method.is_empty() || !c.at_end() {
         return Err(bad());
     }
-    Ok(CSeq { seq, method: Method::parse(method) })
+    Ok(CSeq {
+        seq,
+        method: Method::parse(method),
+    })
 }
 
 /// RFC 1123 date in GMT as RFC 3261 §20.17 requires: `Sat, 13 Nov 2010 23:29:00 GMT`.
 fn date_valid(s: &str) -> bool {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let at = |i: usize, c: u8| b.get(i) == Some(&c);
     b.len() == 29
         && s.get(0..3).is_some_and(|d| DAYS.contains(&d))
@@ -658,13 +755,12 @@ enum StartLine {
 /// header section. Returns (header section including its last line end, body offset).
 fn split_head(bytes: &[u8]) -> Option<(usize, usize, usize)> {
     let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let mut i = start;
-    while let Some(off) = bytes.get(i..)?.iter().position(|&b| b == b'\n') {
-        let nl = i + off;
-        match (bytes.get(nl + 1), bytes.get(nl + 2)) {
-            (Some(b'\n'), _) => return Some((start, nl + 1, nl + 2)),
-            (Some(b'\r'), Some(b'\n')) => return Some((start, nl + 1, nl + 3)),
-            _ => i = nl + 1,
+    let head = bytes.get(start..)?;
+    for nl in memchr::memchr_iter(b'\n', head) {
+        match (head.get(nl + 1), head.get(nl + 2)) {
+            (Some(b'\n'), _) => return Some((start, start + nl + 1, start + nl + 2)),
+            (Some(b'\r'), Some(b'\n')) => return Some((start, start + nl + 1, start + nl + 3)),
+            _ => {}
         }
     }
     None
@@ -672,7 +768,8 @@ fn split_head(bytes: &[u8]) -> Option<(usize, usize, usize)> {
 
 /// Lines of the header section without their CRLF (or bare LF).
 fn lines(head: &str) -> impl Iterator<Item = &str> {
-    head.split_terminator('\n').map(|l| l.strip_suffix('\r').unwrap_or(l))
+    head.split_terminator('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
 }
 
 /// Unfolds header lines (RFC 3261 §7.3.1: a line starting with SP/HT continues the previous
@@ -680,13 +777,20 @@ fn lines(head: &str) -> impl Iterator<Item = &str> {
 fn header_lines<'a>(
     lines: impl Iterator<Item = &'a str>,
     strict: bool,
-) -> Result<Vec<(&'a str, String)>, ParseError> {
-    let mut out: Vec<(&'a str, String)> = Vec::with_capacity(16);
+) -> Result<Vec<Header>, ParseError> {
+    let mut out: Vec<Header> = Vec::with_capacity(16);
     for line in lines {
+        // A CR is only allowed as part of a line end (RFC 3261 §7.3.1).
+        if line.contains('\r') {
+            if strict {
+                return Err(ParseError::new("Malformed header line"));
+            }
+            continue;
+        }
         if line.as_bytes().first().is_some_and(|&b| is_ws(b)) {
             let more = trim_ws(line);
             match out.last_mut() {
-                Some((_, value)) if !more.is_empty() => {
+                Some(Header { value, .. }) if !more.is_empty() => {
                     if !value.is_empty() {
                         value.push(' ');
                     }
@@ -700,7 +804,10 @@ fn header_lines<'a>(
         }
         let parsed = line.split_once(':').and_then(|(name, value)| {
             let name = name.trim_end_matches([' ', '\t']);
-            (!name.is_empty() && all(name, is_token)).then(|| (name, trim_ws(value).to_owned()))
+            (!name.is_empty() && all(name, is_token)).then(|| Header {
+                name: header_name(name),
+                value: trim_ws(value).to_owned(),
+            })
         });
         match parsed {
             Some(h) => {
@@ -725,9 +832,14 @@ fn check_version(v: &str) -> Result<(), ParseError> {
     }
     // A well-formed other version gets 505 (RFC 3261 §21.5.6, RFC 4475 §3.1.2.16).
     let other = v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
-        && v.get(4..).and_then(|n| n.split_once('.')).is_some_and(|(a, b)| {
-            !a.is_empty() && !b.is_empty() && all(a, |c| c.is_ascii_digit()) && all(b, |c| c.is_ascii_digit())
-        });
+        && v.get(4..)
+            .and_then(|n| n.split_once('.'))
+            .is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && all(a, |c| c.is_ascii_digit())
+                    && all(b, |c| c.is_ascii_digit())
+            });
     if other {
         Err(ParseError::with_status(505, "Version Not Supported"))
     } else {
@@ -736,16 +848,28 @@ fn check_version(v: &str) -> Result<(), ParseError> {
 }
 
 fn start_line(line: &str) -> Result<StartLine, ParseError> {
-    if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase (RFC 3261 §7.2)
         let mut parts = line.splitn(3, ' ');
         check_version(parts.next().unwrap_or(""))?;
         let code = parts.next().unwrap_or("");
         let status = match code.parse::<u16>() {
-            Ok(n) if code.len() == 3 && all(code, |b| b.is_ascii_digit()) && (100..=699).contains(&n) => n,
+            Ok(n)
+                if code.len() == 3
+                    && all(code, |b| b.is_ascii_digit())
+                    && (100..=699).contains(&n) =>
+            {
+                n
+            }
             _ => return Err(ParseError::new("Bad status code")),
         };
         let reason = parts.next().unwrap_or("");
+        if reason.contains('\r') {
+            return Err(ParseError::new("Malformed Status-Line"));
+        }
         return Ok(StartLine::Response(StatusCode(status), reason.to_owned()));
     }
     // Request-Line = Method SP Request-URI SP SIP-Version CRLF, single SPs (RFC 4475 §3.1.2.8-10)
@@ -811,9 +935,16 @@ fn validate(headers: &Headers, method: Option<&Method>) -> Result<(), ParseError
     if method.is_some_and(|m| *m != cseq.method) {
         return Err(ParseError::new("CSeq method does not match request method"));
     }
-    if let Some(v) = value_at(headers, single(headers, &HeaderName::MaxForwards, "Max-Forwards")?) {
+    if let Some(v) = value_at(
+        headers,
+        single(headers, &HeaderName::MaxForwards, "Max-Forwards")?,
+    ) {
         // RFC 3261 §20.22: 0-255 (RFC 4475 §3.1.2.4).
-        if v.is_empty() || v.len() > 5 || !all(v, |b| b.is_ascii_digit()) || v.parse::<u32>().map_or(true, |n| n > 255) {
+        if v.is_empty()
+            || v.len() > 5
+            || !all(v, |b| b.is_ascii_digit())
+            || v.parse::<u32>().map_or(true, |n| n > 255)
+        {
             return Err(ParseError::new("Bad Max-Forwards"));
         }
     }
@@ -840,30 +971,33 @@ pub(crate) fn message(bytes: &[u8], stream: bool) -> Result<Message, ParseError>
     if bytes.len() > MAX_MESSAGE_LEN {
         return Err(ParseError::with_status(513, "Message Too Large"));
     }
-    let (start, head_end, body_start) =
-        split_head(bytes).ok_or_else(|| ParseError::new("Missing empty line after header fields"))?;
-    let head = bytes.get(start..head_end).ok_or_else(|| ParseError::new("Malformed message"))?;
-    let head = std::str::from_utf8(head).map_err(|_| ParseError::new("Header fields are not UTF-8"))?;
+    let (start, head_end, body_start) = split_head(bytes)
+        .ok_or_else(|| ParseError::new("Missing empty line after header fields"))?;
+    let head = bytes
+        .get(start..head_end)
+        .ok_or_else(|| ParseError::new("Malformed message"))?;
+    let head =
+        std::str::from_utf8(head).map_err(|_| ParseError::new("Header fields are not UTF-8"))?;
     let body = bytes.get(body_start..).unwrap_or(&[]);
     let mut lines = lines(head);
     let first = lines.next().unwrap_or("");
     let start = start_line(first)?;
     let raw = header_lines(lines, true)?;
 
-    let mut headers = Headers(Vec::with_capacity(raw.len()));
+    let mut headers = Headers(raw);
     let mut content_length: Option<String> = None;
-    for (name, value) in raw {
-        let name = header_name(name);
-        if name == HeaderName::ContentLength {
+    for h in &headers.0 {
+        if h.name == HeaderName::ContentLength {
             // RFC 4475 §3.3.9: two Content-Lengths leave the body length unknown.
             if content_length.is_some() {
                 return Err(ParseError::new("Multiple Content-Length header fields"));
             }
-            // Kept out of `headers`: the serialiser writes it from the body.
-            content_length = Some(value);
-            continue;
+            content_length = Some(h.value.clone());
         }
-        headers.0.push(Header { name, value });
+    }
+    if content_length.is_some() {
+        // Kept out of `headers`: the serialiser writes it from the body.
+        headers.remove(&HeaderName::ContentLength);
     }
 
     // RFC 3261 §18.3: Content-Length is mandatory on streams; a body shorter than declared is
@@ -890,11 +1024,21 @@ pub(crate) fn message(bytes: &[u8], stream: bool) -> Result<Message, ParseError>
     match start {
         StartLine::Request(method, uri) => {
             validate(&headers, Some(&method))?;
-            Ok(Message::Request(Request { method, uri, headers, body }))
+            Ok(Message::Request(Request {
+                method,
+                uri,
+                headers,
+                body,
+            }))
         }
         StartLine::Response(status, reason) => {
             validate(&headers, None)?;
-            Ok(Message::Response(Response { status, reason, headers, body }))
+            Ok(Message::Response(Response {
+                status,
+                reason,
+                headers,
+                body,
+            }))
         }
     }
 }
@@ -910,18 +1054,26 @@ pub(crate) fn recover_request_headers(bytes: &[u8]) -> Option<Headers> {
     let mut lines = lines(&text);
     let first = lines.next()?;
     let method = first.split(' ').next()?;
-    if method.is_empty() || !all(method, is_token) || first.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/")) {
+    if method.is_empty()
+        || !all(method, is_token)
+        || first
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+    {
         return None;
     }
-    let raw = header_lines(lines, false).ok()?;
-    let mut headers = Headers::new();
-    for (name, value) in raw {
-        let name = header_name(name);
-        if matches!(name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq) {
-            headers.0.push(Header { name, value });
-        }
-    }
-    Some(headers)
+    let mut raw = header_lines(lines, false).ok()?;
+    raw.retain(|h| {
+        matches!(
+            h.name,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+        )
+    });
+    Some(Headers(raw))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -929,15 +1081,23 @@ pub(crate) fn recover_request_headers(bytes: &[u8]) -> Option<Headers> {
 
 /// Writes `s` with CR and LF replaced by SP, so a hand-edited value cannot inject header lines.
 fn put_text(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b == b'\r' || b == b'\n') {
-        out.extend(s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+    if memchr::memchr2(b'\r', b'\n', s.as_bytes()).is_some() {
+        out.extend(
+            s.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
     } else {
         out.extend_from_slice(s.as_bytes());
     }
 }
 
 fn estimate(headers: &Headers, body: &Bytes) -> usize {
-    128 + body.len() + headers.0.iter().map(|h| h.name.as_str().len() + h.value.len() + 4).sum::<usize>()
+    128 + body.len()
+        + headers
+            .0
+            .iter()
+            .map(|h| h.name.as_str().len() + h.value.len() + 4)
+            .sum::<usize>()
 }
 
 /// Header lines in order with canonical names, Content-Length written once from the body, the
@@ -1000,7 +1160,8 @@ mod tests {
     #[test]
     fn via_with_lws_everywhere() {
         // RFC 4475 §3.1.1.1 (wsinv) after unfolding.
-        let v = via("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9ikj8").unwrap();
+        let v =
+            via("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9ikj8").unwrap();
         assert_eq!(v.transport, "TCP");
         assert_eq!(v.host, Host::Domain("spindle.example.com".into()));
         assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
@@ -1010,7 +1171,8 @@ mod tests {
     #[test]
     fn via_ipv6_port_and_received_forms() {
         // RFC 5118 §4.5: received with and without brackets.
-        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5070;received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
+        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5070;received=2001:db8::9:255;branch=z9hG4bKas3")
+            .unwrap();
         assert_eq!(v.host, Host::Ipv6("2001:db8::9:1".parse().unwrap()));
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.params.get("received"), Some(Some("2001:db8::9:255")));
@@ -1044,7 +1206,8 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = name_addr(r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#).unwrap();
+        let n = name_addr(r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#)
+            .unwrap();
         assert_eq!(n.display.as_deref(), Some(r#"J Rosenberg \\\""#));
         assert_eq!(n.tag(), Some("98asjd8"));
         let n = name_addr("caller<sip:caller@example.com>;tag=323").unwrap();
@@ -1099,7 +1262,16 @@ mod tests {
         let c = cseq("0009 INVITE").unwrap();
         assert_eq!((c.seq, c.method), (9, Method::Invite));
         assert_eq!(cseq(" 4294967295\tACK ").unwrap().seq, u32::MAX);
-        for bad in ["", "INVITE", "1", "1INVITE", "4294967296 INVITE", "-1 INVITE", "1 INVITE x", "1 IN@VITE"] {
+        for bad in [
+            "",
+            "INVITE",
+            "1",
+            "1INVITE",
+            "4294967296 INVITE",
+            "-1 INVITE",
+            "1 INVITE x",
+            "1 IN@VITE",
+        ] {
             assert!(cseq(bad).is_err(), "{bad:?} parsed");
         }
     }
@@ -1112,7 +1284,10 @@ mod tests {
         assert_eq!(header_name("u"), HeaderName::Other("Allow-Events".into()));
         assert_eq!(header_name("X-Custom").as_str(), "X-Custom");
         assert_eq!(header_name("x-custom"), header_name("X-CUSTOM"));
-        assert_eq!(header_name("a-very-long-header-name-beyond-the-buffer").as_str(), "a-very-long-header-name-beyond-the-buffer");
+        assert_eq!(
+            header_name("a-very-long-header-name-beyond-the-buffer").as_str(),
+            "a-very-long-header-name-beyond-the-buffer"
+        );
     }
 
     #[test]
@@ -1133,20 +1308,41 @@ mod tests {
 
     #[test]
     fn uris() {
-        let Uri::Sip(u) = uri("sips:alice:secret@Atlanta.COM:5061;transport=TCP;lr?subject=hi&x=").unwrap() else {
+        let Uri::Sip(u) =
+            uri("sips:alice:secret@Atlanta.COM:5061;transport=TCP;lr?subject=hi&x=").unwrap()
+        else {
             panic!("not sip")
         };
         assert!(u.secure);
-        assert_eq!((u.user.as_deref(), u.password.as_deref()), (Some("alice"), Some("secret")));
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("alice"), Some("secret"))
+        );
         assert_eq!(u.host, Host::Domain("atlanta.com".into()));
         assert_eq!(u.port, Some(5061));
         assert_eq!(u.transport_param().as_deref(), Some("tcp"));
-        assert_eq!(u.headers, [("subject".into(), "hi".into()), ("x".into(), String::new())]);
-        let Uri::Sip(u) = uri("sip:[2001:db8::10:5070]").unwrap() else { panic!() };
-        assert_eq!((u.host, u.port), (Host::Ipv6("2001:db8::10:5070".parse().unwrap()), None));
-        let Uri::Tel(t) = uri("tel:+1-201-555-0123;phone-context=example.com").unwrap() else { panic!() };
+        assert_eq!(
+            u.headers,
+            [("subject".into(), "hi".into()), ("x".into(), String::new())]
+        );
+        let Uri::Sip(u) = uri("sip:[2001:db8::10:5070]").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (u.host, u.port),
+            (Host::Ipv6("2001:db8::10:5070".parse().unwrap()), None)
+        );
+        let Uri::Tel(t) = uri("tel:+1-201-555-0123;phone-context=example.com").unwrap() else {
+            panic!()
+        };
         assert_eq!(t.number, "+1-201-555-0123");
-        assert_eq!(uri("urn:service:sos").unwrap(), Uri::Other { scheme: "urn".into(), rest: "service:sos".into() });
+        assert_eq!(
+            uri("urn:service:sos").unwrap(),
+            Uri::Other {
+                scheme: "urn".into(),
+                rest: "service:sos".into()
+            }
+        );
         for bad in [
             "",
             "sip:",
@@ -1174,7 +1370,9 @@ mod tests {
     fn minimal_request_parses_and_round_trips() {
         let bytes = req(HEAD, "");
         let m = message(&bytes, true).unwrap();
-        let Message::Request(r) = &m else { panic!("not a request") };
+        let Message::Request(r) = &m else {
+            panic!("not a request")
+        };
         assert_eq!(r.method, Method::Options);
         assert_eq!(r.cseq().unwrap().seq, 63104);
         assert_eq!(r.max_forwards(), Some(70));
@@ -1186,8 +1384,11 @@ mod tests {
 
     #[test]
     fn lf_only_line_ends_and_leading_crlf() {
-        let bytes = format!("\r\n\r\n{}", String::from_utf8(req(HEAD, "hello")).unwrap()).replace("\r\n", "\n");
-        let Message::Request(r) = message(bytes.as_bytes(), true).unwrap() else { panic!() };
+        let bytes = format!("\r\n\r\n{}", String::from_utf8(req(HEAD, "hello")).unwrap())
+            .replace("\r\n", "\n");
+        let Message::Request(r) = message(bytes.as_bytes(), true).unwrap() else {
+            panic!()
+        };
         assert_eq!(&r.body[..], b"hello");
     }
 
@@ -1195,18 +1396,35 @@ mod tests {
     fn content_length_rules() {
         // RFC 3261 §18.3: mandatory on streams, optional on datagrams.
         let no_cl = format!("{HEAD}\r\nbody");
-        assert_eq!(parse_err(no_cl.as_bytes(), true).reason, "Missing Content-Length");
-        let Message::Request(r) = message(no_cl.as_bytes(), false).unwrap() else { panic!() };
+        assert_eq!(
+            parse_err(no_cl.as_bytes(), true).reason,
+            "Missing Content-Length"
+        );
+        let Message::Request(r) = message(no_cl.as_bytes(), false).unwrap() else {
+            panic!()
+        };
         assert_eq!(&r.body[..], b"body");
         let short = format!("{HEAD}Content-Length: 10\r\n\r\nbody");
-        assert_eq!(parse_err(short.as_bytes(), false).reason, "Body shorter than Content-Length");
+        assert_eq!(
+            parse_err(short.as_bytes(), false).reason,
+            "Body shorter than Content-Length"
+        );
         let long = format!("{HEAD}l: 2\r\n\r\nbody");
-        let Message::Request(r) = message(long.as_bytes(), false).unwrap() else { panic!() };
+        let Message::Request(r) = message(long.as_bytes(), false).unwrap() else {
+            panic!()
+        };
         assert_eq!(&r.body[..], b"bo");
-        assert_eq!(parse_err(long.as_bytes(), true).reason, "Body longer than Content-Length");
+        assert_eq!(
+            parse_err(long.as_bytes(), true).reason,
+            "Body longer than Content-Length"
+        );
         for v in ["-1", "", "1 2", "0x10", "99999999999999999999999"] {
             let bad = format!("{HEAD}Content-Length: {v}\r\n\r\n");
-            assert_eq!(parse_err(bad.as_bytes(), false).reason, "Bad Content-Length", "{v:?}");
+            assert_eq!(
+                parse_err(bad.as_bytes(), false).reason,
+                "Bad Content-Length",
+                "{v:?}"
+            );
         }
     }
 
@@ -1219,23 +1437,37 @@ mod tests {
             ("Call-ID:", "Missing Call-ID"),
             ("CSeq:", "Missing CSeq"),
         ] {
-            let head: String = HEAD.split_inclusive("\r\n").filter(|l| !l.starts_with(drop)).collect();
+            let head: String = HEAD
+                .split_inclusive("\r\n")
+                .filter(|l| !l.starts_with(drop))
+                .collect();
             assert_eq!(parse_err(&req(&head, ""), true).reason, reason);
         }
         for (extra, reason) in [
-            ("Max-Forwards: 256\r\n", "Multiple Max-Forwards header fields"),
+            (
+                "Max-Forwards: 256\r\n",
+                "Multiple Max-Forwards header fields",
+            ),
             ("i: other\r\n", "Multiple Call-ID header fields"),
             ("Expires: 4294967296\r\n", "Bad Expires"),
             ("Date: Fri, 01 Jan 2010 16:00:00 EST\r\n", "Bad Date"),
-            ("Contact: <sip:a@example.com\r\n", "Malformed Contact: Unterminated <URI>"),
+            (
+                "Contact: <sip:a@example.com\r\n",
+                "Malformed Contact: Unterminated <URI>",
+            ),
             ("Bad Header: x\r\n", "Malformed header line"),
             ("NoColon\r\n", "Malformed header line"),
         ] {
-            assert_eq!(parse_err(&req(&format!("{HEAD}{extra}"), ""), true).reason, reason);
+            assert_eq!(
+                parse_err(&req(&format!("{HEAD}{extra}"), ""), true).reason,
+                reason
+            );
         }
         let mf = HEAD.replace("Max-Forwards: 70", "Max-Forwards: 256");
         assert_eq!(parse_err(&req(&mf, ""), true).reason, "Bad Max-Forwards");
-        let date = format!("{HEAD}Date: Sat, 13 Nov 2010 23:29:00 GMT\r\nExpires: 4294967295\r\nContact: *\r\n");
+        let date = format!(
+            "{HEAD}Date: Sat, 13 Nov 2010 23:29:00 GMT\r\nExpires: 4294967295\r\nContact: *\r\n"
+        );
         assert!(message(&req(&date, ""), true).is_ok());
     }
 
@@ -1245,8 +1477,16 @@ mod tests {
             let rest = HEAD.split_once("\r\n").unwrap().1;
             message(&req(&format!("{line}\r\n{rest}"), ""), true)
         };
-        assert_eq!(with("OPTIONS sip:bob@example.com SIP/2.1").unwrap_err().status, 505);
-        assert_eq!(with("OPTIONS sip:bob@example.com sip/2.0").map(|_| ()), Ok(()));
+        assert_eq!(
+            with("OPTIONS sip:bob@example.com SIP/2.1")
+                .unwrap_err()
+                .status,
+            505
+        );
+        assert_eq!(
+            with("OPTIONS sip:bob@example.com sip/2.0").map(|_| ()),
+            Ok(())
+        );
         for bad in [
             "OPTIONS sip:bob@example.com",
             "OPTIONS  sip:bob@example.com SIP/2.0",
@@ -1258,12 +1498,30 @@ mod tests {
         ] {
             assert_eq!(with(bad).unwrap_err().status, 400, "{bad:?}");
         }
-        let status = |line: &str| message(&req(&format!("{line}\r\n{}", HEAD.split_once("\r\n").unwrap().1), ""), true);
-        let Ok(Message::Response(r)) = status("SIP/2.0 180 Ringing fast") else { panic!() };
+        let status = |line: &str| {
+            message(
+                &req(
+                    &format!("{line}\r\n{}", HEAD.split_once("\r\n").unwrap().1),
+                    "",
+                ),
+                true,
+            )
+        };
+        let Ok(Message::Response(r)) = status("SIP/2.0 180 Ringing fast") else {
+            panic!()
+        };
         assert_eq!((r.status.0, r.reason.as_str()), (180, "Ringing fast"));
-        let Ok(Message::Response(r)) = status("SIP/2.0 100") else { panic!() };
+        let Ok(Message::Response(r)) = status("SIP/2.0 100") else {
+            panic!()
+        };
         assert_eq!(r.reason, "");
-        for bad in ["SIP/2.0 99 Low", "SIP/2.0 700 High", "SIP/2.0 2000 Long", "SIP/2.0 +20 Sign", "SIP/2.0"] {
+        for bad in [
+            "SIP/2.0 99 Low",
+            "SIP/2.0 700 High",
+            "SIP/2.0 2000 Long",
+            "SIP/2.0 +20 Sign",
+            "SIP/2.0",
+        ] {
             assert!(status(bad).is_err(), "{bad:?}");
         }
     }
@@ -1271,20 +1529,31 @@ mod tests {
     #[test]
     fn limits() {
         let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(parse_err(&req(&format!("{HEAD}{many}"), ""), true).reason, "Too many header fields");
+        assert_eq!(
+            parse_err(&req(&format!("{HEAD}{many}"), ""), true).reason,
+            "Too many header fields"
+        );
         let big = vec![b'a'; MAX_MESSAGE_LEN + 1];
         assert_eq!(parse_err(&big, false).status, 513);
         let not_utf8 = [HEAD.as_bytes(), b"X: \xff\r\nContent-Length: 0\r\n\r\n"].concat();
-        assert_eq!(parse_err(&not_utf8, true).reason, "Header fields are not UTF-8");
+        assert_eq!(
+            parse_err(&not_utf8, true).reason,
+            "Header fields are not UTF-8"
+        );
         assert!(message(b"", false).is_err());
         assert!(message(b"\r\n\r\n", false).is_err());
+        let bare_cr = req(&format!("{HEAD}X: a\rb\r\n"), "");
+        assert_eq!(parse_err(&bare_cr, true).reason, "Malformed header line");
     }
 
     #[test]
     fn serialiser_writes_one_matching_content_length_and_no_injected_lines() {
-        let Message::Request(mut r) = message(&req(HEAD, ""), true).unwrap() else { panic!() };
+        let Message::Request(mut r) = message(&req(HEAD, ""), true).unwrap() else {
+            panic!()
+        };
         r.headers.push(HeaderName::ContentLength, "999");
-        r.headers.push(HeaderName::Subject, "evil\r\nVia: SIP/2.0/UDP attacker");
+        r.headers
+            .push(HeaderName::Subject, "evil\r\nVia: SIP/2.0/UDP attacker");
         r.body = Bytes::from_static(b"abc");
         let out = String::from_utf8(r.to_bytes()).unwrap();
         assert_eq!(out.matches("Content-Length").count(), 1);
@@ -1298,12 +1567,38 @@ mod tests {
         assert!(message(broken.as_bytes(), false).is_err());
         let h = recover_request_headers(broken.as_bytes()).unwrap();
         assert_eq!(h.0.len(), 5);
-        assert_eq!(h.get(&HeaderName::CallId), Some("a84b4c76e66710@pc33.example.com"));
+        assert_eq!(
+            h.get(&HeaderName::CallId),
+            Some("a84b4c76e66710@pc33.example.com")
+        );
         assert!(recover_request_headers(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").is_none());
         assert!(recover_request_headers(b"").is_none());
         assert!(recover_request_headers(b"\xff\xfe garbage").is_none());
-        let h = recover_request_headers(b"INVITE x\r\n v: folded\r\nv: SIP/2.0/UDP h\r\n cont\r\n").unwrap();
+        let h = recover_request_headers(b"INVITE x\r\n v: folded\r\nv: SIP/2.0/UDP h\r\n cont\r\n")
+            .unwrap();
         assert_eq!(h.get(&HeaderName::Via), Some("SIP/2.0/UDP h cont"));
+    }
+
+    #[test]
+    fn character_tables_match_the_grammar() {
+        // RFC 3261 §25.1: unreserved = alphanum / mark.
+        let unreserved: Vec<u8> = (0..=255u8).filter(|&b| is_unreserved(b)).collect();
+        assert_eq!(unreserved.len(), 62 + 9);
+        for b in 0..=255u8 {
+            assert_eq!(
+                is_param_char(b),
+                is_unreserved(b) || b"%[]/:&+$".contains(&b)
+            );
+            assert_eq!(
+                is_header_char(b),
+                is_unreserved(b) || b"%[]/?:+$".contains(&b)
+            );
+            assert_eq!(
+                is_user_char(b),
+                is_unreserved(b) || b"%&=+$,;?/".contains(&b)
+            );
+            assert!(!is_token(b) || b.is_ascii_graphic());
+        }
     }
 
     #[test]

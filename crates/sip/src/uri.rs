@@ -12,7 +12,10 @@ pub enum Uri {
     Sip(SipUri),
     Tel(TelUri),
     /// Any other absolute URI (`http:`, `urn:`...), kept verbatim after the scheme.
-    Other { scheme: String, rest: String },
+    Other {
+        scheme: String,
+        rest: String,
+    },
 }
 
 /// `sip:` or `sips:` URI. `user` and `password` are kept in their escaped wire form so they
@@ -69,7 +72,10 @@ impl SipUri {
 
     /// The `transport` URI parameter, lower-cased.
     pub fn transport_param(&self) -> Option<String> {
-        self.params.get("transport").flatten().map(|t| t.to_ascii_lowercase())
+        self.params
+            .get("transport")
+            .flatten()
+            .map(|t| t.to_ascii_lowercase())
     }
 }
 
@@ -148,7 +154,9 @@ mod tests {
 
     #[test]
     fn escaped_user_compares_decoded() {
-        let Uri::Sip(u) = Uri::parse("sip:%75se%72@example.com").unwrap() else { panic!("sip") };
+        let Uri::Sip(u) = Uri::parse("sip:%75se%72@example.com").unwrap() else {
+            panic!("sip")
+        };
         assert_eq!(u.user.as_deref(), Some("%75se%72"));
         assert_eq!(u.user_unescaped().as_deref(), Some("user"));
         assert!(u.transport_param().is_none());

@@ -1,7 +1,38 @@
 //! A typical REGISTER parsed and serialised many times: catches accidental quadratic work or
-//! runaway allocation in the hot path (bounded by iteration count, not by a clock).
+//! runaway allocation in the hot path (bounded by iteration count and allocation count, not by
+//! a clock).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use confab_sip::{HeaderName, Message};
+
+/// Counts allocations so the test can bound them (the allocation count is what dominates the
+/// parse time of a small message).
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.0.2.10:5060;rport;branch=z9hG4bK.5f3a9c2e1d\r\n\
@@ -29,4 +60,28 @@ fn register_parse_serialise_10k() {
         assert_eq!(m.headers().values(&HeaderName::Allow).count(), 10);
     }
     assert_eq!(total, REGISTER.len() * 10_000);
+}
+
+#[test]
+fn register_allocations_are_bounded() {
+    // Single-threaded section: other tests of this binary may allocate concurrently, so take
+    // the minimum over a few runs.
+    let mut parse = usize::MAX;
+    let mut serialise = usize::MAX;
+    for _ in 0..20 {
+        let a = ALLOCATIONS.load(Ordering::Relaxed);
+        let m = Message::parse(REGISTER, true).expect("REGISTER parses");
+        let b = ALLOCATIONS.load(Ordering::Relaxed);
+        let out = m.to_bytes();
+        let c = ALLOCATIONS.load(Ordering::Relaxed);
+        parse = parse.min(b - a);
+        serialise = serialise.min(c - b);
+        drop(out);
+    }
+    eprintln!("REGISTER: {parse} allocations to parse, {serialise} to serialise");
+    assert!(parse <= 60, "{parse} allocations to parse a REGISTER");
+    assert!(
+        serialise <= 8,
+        "{serialise} allocations to serialise a REGISTER"
+    );
 }

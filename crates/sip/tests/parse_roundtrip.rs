@@ -36,13 +36,20 @@ fn host() -> impl Strategy<Value = Host> {
 }
 
 fn uri_params() -> impl Strategy<Value = Params> {
-    proptest::collection::vec((chars(PARAM, 1, 8), proptest::option::of(chars(PARAM, 0, 8))), 0..4).prop_map(Params)
+    proptest::collection::vec(
+        (chars(PARAM, 1, 8), proptest::option::of(chars(PARAM, 0, 8))),
+        0..4,
+    )
+    .prop_map(Params)
 }
 
 fn sip_uri() -> impl Strategy<Value = SipUri> {
     (
         any::<bool>(),
-        proptest::option::of((chars(USER, 1, 10), proptest::option::of(chars(PASSWORD, 0, 6)))),
+        proptest::option::of((
+            chars(USER, 1, 10),
+            proptest::option::of(chars(PASSWORD, 0, 6)),
+        )),
         host(),
         proptest::option::of(any::<u16>()),
         uri_params(),
@@ -53,7 +60,15 @@ fn sip_uri() -> impl Strategy<Value = SipUri> {
                 Some((u, p)) => (Some(u), p),
                 None => (None, None),
             };
-            SipUri { secure, user, password, host, port, params, headers }
+            SipUri {
+                secure,
+                user,
+                password,
+                host,
+                port,
+                params,
+                headers,
+            }
         })
 }
 
@@ -74,15 +89,28 @@ fn header_params() -> impl Strategy<Value = Params> {
         "[ a-zA-Z0-9,;:<>@=/]{0,8}".prop_map(|q| format!("\"{q}\"")),
     ];
     proptest::collection::vec(
-        (proptest::string::string_regex("[a-zA-Z0-9.!%*_+`'~-]{1,8}").expect("regex"), proptest::option::of(value)),
+        (
+            proptest::string::string_regex("[a-zA-Z0-9.!%*_+`'~-]{1,8}").expect("regex"),
+            proptest::option::of(value),
+        ),
         0..4,
     )
     .prop_map(Params)
 }
 
 fn via() -> impl Strategy<Value = Via> {
-    ("UDP|TCP|TLS|WS|WSS|SCTP", host(), proptest::option::of(any::<u16>()), header_params())
-        .prop_map(|(transport, host, port, params)| Via { transport, host, port, params })
+    (
+        "UDP|TCP|TLS|WS|WSS|SCTP",
+        host(),
+        proptest::option::of(any::<u16>()),
+        header_params(),
+    )
+        .prop_map(|(transport, host, port, params)| Via {
+            transport,
+            host,
+            port,
+            params,
+        })
 }
 
 proptest! {

@@ -41,7 +41,10 @@ fn expectations() -> BTreeMap<&'static str, Verdict> {
         ("rfc4475/noreason.dat", Accept),
         // RFC 4475 §3.1.2: invalid messages.
         ("rfc4475/badinv01.dat", Reject(400, "Via")),
-        ("rfc4475/clerr.dat", Reject(400, "shorter than Content-Length")),
+        (
+            "rfc4475/clerr.dat",
+            Reject(400, "shorter than Content-Length"),
+        ),
         ("rfc4475/ncl.dat", Reject(400, "Bad Content-Length")),
         ("rfc4475/scalar02.dat", Reject(400, "CSeq")),
         ("rfc4475/scalarlg.dat", Drop("CSeq")),
@@ -107,11 +110,15 @@ fn files() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for dir in ["rfc4475", "rfc5118"] {
         let path = testdata().join(dir);
-        let entries = std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let entries =
+            std::fs::read_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for entry in entries {
             let entry = entry.expect("directory entry");
             let name = format!("{dir}/{}", entry.file_name().to_string_lossy());
-            out.push((name, std::fs::read(entry.path()).expect("readable test file")));
+            out.push((
+                name,
+                std::fs::read(entry.path()).expect("readable test file"),
+            ));
         }
     }
     out.sort();
@@ -122,7 +129,11 @@ fn files() -> Vec<(String, Vec<u8>)> {
 fn every_torture_message_gets_its_verdict() {
     let expect = expectations();
     let files = files();
-    assert_eq!(files.len(), 49 + 12, "RFC 4475 has 49 messages, RFC 5118 has 12");
+    assert_eq!(
+        files.len(),
+        49 + 12,
+        "RFC 4475 has 49 messages, RFC 5118 has 12"
+    );
     let mut failures = Vec::new();
     for (name, bytes) in &files {
         let Some(verdict) = expect.get(name.as_str()) else {
@@ -139,8 +150,11 @@ fn every_torture_message_gets_its_verdict() {
             }
             (Reject(status, why), Err(e)) if e.status == *status && e.reason.contains(why) => {
                 // The server can still form its error response.
-                if recover_request_headers(bytes).is_none_or(|h| h.get(&HeaderName::Via).is_none()) {
-                    failures.push(format!("{name}: no Via recovered for the {status} response"));
+                if recover_request_headers(bytes).is_none_or(|h| h.get(&HeaderName::Via).is_none())
+                {
+                    failures.push(format!(
+                        "{name}: no Via recovered for the {status} response"
+                    ));
                 }
             }
             (Drop(why), Err(e)) if e.reason.contains(why) => {
@@ -151,14 +165,22 @@ fn every_torture_message_gets_its_verdict() {
             _ => failures.push(format!("{name}: expected {verdict:?}, got {got:?}")),
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn every_table_entry_has_a_file() {
     let files = files();
     for name in expectations().keys() {
-        assert!(files.iter().any(|(n, _)| n == name), "{name} listed but missing");
+        assert!(
+            files.iter().any(|(n, _)| n == name),
+            "{name} listed but missing"
+        );
     }
 }
 
@@ -166,7 +188,9 @@ fn every_table_entry_has_a_file() {
 #[test]
 fn dblreq_parses_only_the_first_request() {
     let bytes = std::fs::read(testdata().join("rfc4475/dblreq.dat")).expect("dblreq");
-    let Ok(Message::Request(r)) = Message::parse(&bytes, false) else { panic!("dblreq must parse") };
+    let Ok(Message::Request(r)) = Message::parse(&bytes, false) else {
+        panic!("dblreq must parse")
+    };
     assert_eq!(r.method, confab_sip::Method::Register);
     assert!(r.body.is_empty());
 }

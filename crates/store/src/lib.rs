@@ -72,9 +72,15 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, path: Some(path) })
+        Ok(Self {
+            pool,
+            path: Some(path),
+        })
     }
 
     /// Opens a private in-memory database with the full schema, for tests.

@@ -35,7 +35,8 @@ pub struct BindingRecord {
     pub updated_at: i64,
 }
 
-const BINDING_COLUMNS: &str = "aor, contact, expires_at, q_milli, call_id, cseq, instance, reg_id, \
+const BINDING_COLUMNS: &str =
+    "aor, contact, expires_at, q_milli, call_id, cseq, instance, reg_id, \
                                transport, source, local, user_agent, updated_at";
 
 fn binding_from_row(row: &SqliteRow) -> Result<BindingRecord, sqlx::Error> {
@@ -149,7 +150,10 @@ impl Store {
         ))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(binding_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(binding_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Deletes bindings that expired at or before `now_unix` (seconds since the Unix epoch) and
@@ -167,7 +171,9 @@ impl Store {
 pub(crate) fn user_part(aor: &str) -> &str {
     let Some(at) = aor.find('@') else { return "" };
     let before = &aor[..at];
-    let user = before.find(':').map_or(before, |colon| &before[colon + 1..]);
+    let user = before
+        .find(':')
+        .map_or(before, |colon| &before[colon + 1..]);
     user.split(';').next().unwrap_or(user)
 }
 

@@ -110,12 +110,18 @@ impl Store {
             return Err(if owner == username {
                 StoreError::UserExists(username)
             } else {
-                StoreError::ExtensionTaken { extension: username, owner }
+                StoreError::ExtensionTaken {
+                    extension: username,
+                    owner,
+                }
             });
         }
         if let Some(extension) = &extension {
             if let Some(owner) = owner_of(&mut tx, extension).await? {
-                return Err(StoreError::ExtensionTaken { extension: extension.clone(), owner });
+                return Err(StoreError::ExtensionTaken {
+                    extension: extension.clone(),
+                    owner,
+                });
             }
         }
         let row = sqlx::query(
@@ -138,9 +144,11 @@ impl Store {
 
     /// All users, ordered by user name.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }
 
@@ -203,7 +211,10 @@ impl Store {
                     .await?;
             }
         }
-        sqlx::query("DELETE FROM users WHERE id = $1").bind(user.id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
         bump_directory_version(&mut tx).await?;
         tx.commit().await?;
         Ok(user)
@@ -211,7 +222,9 @@ impl Store {
 
     /// Number of users.
     pub async fn user_count(&self) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?;
         let n: i64 = row.try_get("n")?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
@@ -232,7 +245,9 @@ impl Store {
         for row in &rows {
             let name: String = row.try_get("algorithm")?;
             // A row of an algorithm this build does not know (written by a newer one) is skipped.
-            let Some(algorithm) = algorithm_from_name(&name) else { continue };
+            let Some(algorithm) = algorithm_from_name(&name) else {
+                continue;
+            };
             records.push(CredentialRecord {
                 username: row.try_get("username")?,
                 digest_username: row.try_get("digest_username")?,
@@ -256,7 +271,10 @@ impl Store {
         .bind(realm)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(|row| row.try_get("username")).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("username"))
+            .collect::<Result<_, _>>()?)
     }
 }
 

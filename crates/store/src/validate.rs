@@ -19,9 +19,9 @@ pub fn validate_username(name: &str) -> Result<(), StoreError> {
     let valid = !bytes.is_empty()
         && bytes.len() <= MAX_USERNAME_LEN
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        && bytes.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
     if valid {
         Ok(())
     } else {
@@ -57,7 +57,9 @@ pub(crate) fn validate_password(password: &str) -> Result<(), StoreError> {
     } else if password.len() > MAX_PASSWORD_LEN {
         Err(StoreError::InvalidPassword("it is longer than 1024 bytes"))
     } else if password.chars().any(char::is_control) {
-        Err(StoreError::InvalidPassword("it contains control characters"))
+        Err(StoreError::InvalidPassword(
+            "it contains control characters",
+        ))
     } else {
         Ok(())
     }
@@ -73,7 +75,9 @@ mod tests {
             assert!(validate_username(good).is_ok(), "{good}");
         }
         let long = "a".repeat(65);
-        for bad in ["", "Alice", ".alice", "-x", "_x", "al ice", "al@ce", "al:ce", "ålice", &long] {
+        for bad in [
+            "", "Alice", ".alice", "-x", "_x", "al ice", "al@ce", "al:ce", "ålice", &long,
+        ] {
             assert!(validate_username(bad).is_err(), "{bad}");
         }
     }

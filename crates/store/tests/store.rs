@@ -66,9 +66,18 @@ async fn users_round_trip_and_credentials_are_ha1_only() {
     store.add_user(bob(), REALM).await.unwrap();
     assert!(store.directory_version().await.unwrap() >= v0 + 2);
 
-    let names: Vec<_> = store.list_users().await.unwrap().into_iter().map(|u| u.username).collect();
+    let names: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
     assert_eq!(names, ["alice", "bob"]);
-    assert_eq!(store.find_user("1001").await.unwrap().unwrap().username, "alice");
+    assert_eq!(
+        store.find_user("1001").await.unwrap().unwrap().username,
+        "alice"
+    );
     assert_eq!(store.find_user("alice").await.unwrap().unwrap().id, user.id);
     assert!(store.find_user("carol").await.unwrap().is_none());
 
@@ -81,12 +90,33 @@ async fn users_round_trip_and_credentials_are_ha1_only() {
         .unwrap();
     assert_eq!(by_ext.username, "alice");
     assert_eq!(by_ext.ha1, ha1(Algorithm::Sha256, "1001", REALM, "s3cret"));
-    let md5 = creds.iter().find(|c| c.digest_username == "bob" && c.algorithm == Algorithm::Md5);
-    assert_eq!(md5.unwrap().ha1, ha1(Algorithm::Md5, "bob", REALM, "hunter2"));
-    assert!(creds.iter().all(|c| !c.ha1.contains("s3cret") && !c.ha1.contains("hunter2")));
-    assert!(store.load_credentials("other.realm").await.unwrap().is_empty());
-    assert!(store.users_without_credentials(REALM).await.unwrap().is_empty());
-    assert_eq!(store.users_without_credentials("other.realm").await.unwrap(), ["alice", "bob"]);
+    let md5 = creds
+        .iter()
+        .find(|c| c.digest_username == "bob" && c.algorithm == Algorithm::Md5);
+    assert_eq!(
+        md5.unwrap().ha1,
+        ha1(Algorithm::Md5, "bob", REALM, "hunter2")
+    );
+    assert!(creds
+        .iter()
+        .all(|c| !c.ha1.contains("s3cret") && !c.ha1.contains("hunter2")));
+    assert!(store
+        .load_credentials("other.realm")
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .users_without_credentials(REALM)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .users_without_credentials("other.realm")
+            .await
+            .unwrap(),
+        ["alice", "bob"]
+    );
 }
 
 #[tokio::test]
@@ -96,7 +126,10 @@ async fn duplicates_and_invalid_input_are_refused() {
     let version = store.directory_version().await.unwrap();
 
     let err = store.add_user(alice(), REALM).await.unwrap_err();
-    assert!(matches!(err, StoreError::UserExists(ref n) if n == "alice"), "{err}");
+    assert!(
+        matches!(err, StoreError::UserExists(ref n) if n == "alice"),
+        "{err}"
+    );
 
     let mut carol = bob();
     carol.username = "carol".into();
@@ -119,14 +152,24 @@ async fn duplicates_and_invalid_input_are_refused() {
 
     let mut bad = bob();
     bad.extension = Some("12a".into());
-    assert!(matches!(store.add_user(bad, REALM).await, Err(StoreError::InvalidExtension(_))));
+    assert!(matches!(
+        store.add_user(bad, REALM).await,
+        Err(StoreError::InvalidExtension(_))
+    ));
 
     let mut bad = bob();
     bad.password = String::new();
-    assert!(matches!(store.add_user(bad, REALM).await, Err(StoreError::InvalidPassword(_))));
+    assert!(matches!(
+        store.add_user(bad, REALM).await,
+        Err(StoreError::InvalidPassword(_))
+    ));
 
     assert_eq!(store.user_count().await.unwrap(), 1);
-    assert_eq!(store.directory_version().await.unwrap(), version, "failed adds change nothing");
+    assert_eq!(
+        store.directory_version().await.unwrap(),
+        version,
+        "failed adds change nothing"
+    );
 }
 
 #[tokio::test]
@@ -136,11 +179,20 @@ async fn set_password_replaces_every_credential() {
     let version = store.directory_version().await.unwrap();
     store.set_password("1001", "n3w-pass", REALM).await.unwrap();
     assert!(store.directory_version().await.unwrap() > version);
-    assert!(store.load_credentials("old.realm").await.unwrap().is_empty());
+    assert!(store
+        .load_credentials("old.realm")
+        .await
+        .unwrap()
+        .is_empty());
     let creds = store.load_credentials(REALM).await.unwrap();
     assert_eq!(creds.len(), 4);
-    let c = creds.iter().find(|c| c.digest_username == "alice" && c.algorithm == Algorithm::Md5);
-    assert_eq!(c.unwrap().ha1, ha1(Algorithm::Md5, "alice", REALM, "n3w-pass"));
+    let c = creds
+        .iter()
+        .find(|c| c.digest_username == "alice" && c.algorithm == Algorithm::Md5);
+    assert_eq!(
+        c.unwrap().ha1,
+        ha1(Algorithm::Md5, "alice", REALM, "n3w-pass")
+    );
 
     let err = store.set_password("nobody", "x", REALM).await.unwrap_err();
     assert!(matches!(err, StoreError::NoSuchUser(_)));
@@ -157,8 +209,14 @@ async fn bindings_upsert_replace_flows_and_go_with_their_user() {
     a2.instance = Some("<urn:uuid:00000000-0000-0000-0000-000000000001>".into());
     a2.reg_id = Some(1);
     let b1 = binding("sip:bob@confab.test", "sip:bob@127.0.0.1:6000", 1_000);
-    store.save_bindings(&[a1.clone(), a2.clone(), b1.clone()]).await.unwrap();
-    assert_eq!(store.load_bindings().await.unwrap(), [a2.clone(), a1.clone(), b1.clone()]);
+    store
+        .save_bindings(&[a1.clone(), a2.clone(), b1.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_bindings().await.unwrap(),
+        [a2.clone(), a1.clone(), b1.clone()]
+    );
 
     // Refresh: same key, new expiry and CSeq.
     let mut a1_refreshed = a1.clone();
@@ -169,19 +227,34 @@ async fn bindings_upsert_replace_flows_and_go_with_their_user() {
     let mut a2_moved = a2.clone();
     a2_moved.contact = "sip:1001@127.0.0.1:7000".into();
     store.save_bindings(&[a2_moved.clone()]).await.unwrap();
-    assert_eq!(store.load_bindings().await.unwrap(), [a2_moved, a1_refreshed, b1.clone()]);
+    assert_eq!(
+        store.load_bindings().await.unwrap(),
+        [a2_moved, a1_refreshed, b1.clone()]
+    );
 
     assert_eq!(store.remove_expired_bindings(1_000).await.unwrap(), 1);
-    store.save_bindings(&[b1.clone()]).await.unwrap();
-    store.remove_bindings(&[(b1.aor.as_str(), b1.contact.as_str())]).await.unwrap();
+    store
+        .save_bindings(std::slice::from_ref(&b1))
+        .await
+        .unwrap();
+    store
+        .remove_bindings(&[(b1.aor.as_str(), b1.contact.as_str())])
+        .await
+        .unwrap();
     assert_eq!(store.load_bindings().await.unwrap().len(), 2);
 
     // Removing alice removes the bindings of her user name and of her extension.
-    store.save_bindings(&[b1.clone()]).await.unwrap();
+    store
+        .save_bindings(std::slice::from_ref(&b1))
+        .await
+        .unwrap();
     let removed = store.remove_user("alice").await.unwrap();
     assert_eq!(removed.username, "alice");
     assert_eq!(store.load_bindings().await.unwrap(), [b1]);
     assert!(store.find_user("1001").await.unwrap().is_none());
     assert_eq!(store.load_credentials(REALM).await.unwrap().len(), 2);
-    assert!(matches!(store.remove_user("alice").await, Err(StoreError::NoSuchUser(_))));
+    assert!(matches!(
+        store.remove_user("alice").await,
+        Err(StoreError::NoSuchUser(_))
+    ));
 }

@@ -114,7 +114,11 @@ fn run(args: &Args) -> io::Result<()> {
                 echoed += n as u64;
                 last_traffic = Some(Instant::now());
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // A vanished peer (ICMP port unreachable) is not our problem.
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
@@ -122,7 +126,11 @@ fn run(args: &Args) -> io::Result<()> {
         }
     }
     let cpu_us = sys::process_cpu_ns().saturating_sub(cpu_start) as f64 / 1000.0;
-    let per = if echoed > 0 { cpu_us / echoed as f64 } else { 0.0 };
+    let per = if echoed > 0 {
+        cpu_us / echoed as f64
+    } else {
+        0.0
+    };
     println!("echoed={echoed} cpu_us={cpu_us:.0} us_per_datagram={per:.2}");
     Ok(())
 }
@@ -136,7 +144,11 @@ struct Echo {
 
 impl Echo {
     fn new(mode: Mode, batch: usize) -> Self {
-        Self { mode, single: vec![0u8; 65536], batch: sys::Batch::new(batch, 2048) }
+        Self {
+            mode,
+            single: vec![0u8; 65536],
+            batch: sys::Batch::new(batch, 2048),
+        }
     }
 
     /// Receives what is there (blocking up to the read timeout) and echoes it.
@@ -208,7 +220,10 @@ mod sys {
 
     /// CPU time (user + system) of the whole process, in nanoseconds.
     pub(crate) fn process_cpu_ns() -> u64 {
-        let mut ts = Timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
         let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
         if rc != 0 {
@@ -244,7 +259,10 @@ mod sys {
             let mut iovs: Vec<Iovec> = self
                 .bufs
                 .iter_mut()
-                .map(|b| Iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() })
+                .map(|b| Iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
                 .collect();
             let mut hdrs: Vec<Mmsghdr> = iovs
                 .iter_mut()
@@ -265,7 +283,13 @@ mod sys {
             // SAFETY: every header points into `iovs`, `self.bufs` and `self.addrs`,
             // which live (unmoved) until the end of this function; lengths match.
             let got = unsafe {
-                recvmmsg(fd, hdrs.as_mut_ptr(), n as c_uint, MSG_WAITFORONE, std::ptr::null_mut())
+                recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    n as c_uint,
+                    MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
             };
             if got < 0 {
                 return Err(io::Error::last_os_error());
@@ -286,9 +310,8 @@ mod sys {
             let mut sent = 0usize;
             while sent < got {
                 // SAFETY: as above; `sent..got` is within `hdrs`.
-                let rc = unsafe {
-                    sendmmsg(fd, hdrs.as_mut_ptr().add(sent), (got - sent) as c_uint, 0)
-                };
+                let rc =
+                    unsafe { sendmmsg(fd, hdrs.as_mut_ptr().add(sent), (got - sent) as c_uint, 0) };
                 if rc < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() == io::ErrorKind::Interrupted {

@@ -40,7 +40,12 @@ fn parse_args() -> Option<Args> {
             _ => return None,
         }
     }
-    Some(Args { target: target?, rate: args_rate, secs, size })
+    Some(Args {
+        target: target?,
+        rate: args_rate,
+        secs,
+        size,
+    })
 }
 
 fn main() -> ExitCode {
@@ -59,7 +64,10 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> io::Result<()> {
     if !args.target.ip().is_loopback() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "target must be a loopback address"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "target must be a loopback address",
+        ));
     }
     let sock = UdpSocket::bind("127.0.0.1:0")?;
     sock.connect(args.target)?;

@@ -65,7 +65,10 @@ pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{prefix}{:x}{:x}{n:x}", std::process::id(), nanos)
 }
 
@@ -77,9 +80,15 @@ pub fn unique(prefix: &str) -> String {
 /// ports when the server exits during startup.
 pub fn free_port(udp: bool) -> u16 {
     if udp {
-        UdpSocket::bind((LOOPBACK, 0)).and_then(|s| s.local_addr()).expect("bind udp :0").port()
+        UdpSocket::bind((LOOPBACK, 0))
+            .and_then(|s| s.local_addr())
+            .expect("bind udp :0")
+            .port()
     } else {
-        TcpListener::bind((LOOPBACK, 0)).and_then(|s| s.local_addr()).expect("bind tcp :0").port()
+        TcpListener::bind((LOOPBACK, 0))
+            .and_then(|s| s.local_addr())
+            .expect("bind tcp :0")
+            .port()
     }
 }
 
@@ -108,8 +117,20 @@ pub struct Transports {
 }
 
 impl Transports {
-    pub const ALL: Self = Self { udp: true, tcp: true, tls: true, ws: true, wss: true };
-    pub const UDP_TCP: Self = Self { udp: true, tcp: true, tls: false, ws: false, wss: false };
+    pub const ALL: Self = Self {
+        udp: true,
+        tcp: true,
+        tls: true,
+        ws: true,
+        wss: true,
+    };
+    pub const UDP_TCP: Self = Self {
+        udp: true,
+        tcp: true,
+        tls: false,
+        ws: false,
+        wss: false,
+    };
 }
 
 /// What a test wants from its server.
@@ -126,7 +147,12 @@ pub struct ServerSpec {
 
 impl ServerSpec {
     pub fn new(name: &str) -> Self {
-        Self { name: name.into(), transports: Transports::UDP_TCP, settings: Vec::new(), users: Vec::new() }
+        Self {
+            name: name.into(),
+            transports: Transports::UDP_TCP,
+            settings: Vec::new(),
+            users: Vec::new(),
+        }
     }
 
     pub fn transports(mut self, t: Transports) -> Self {
@@ -136,7 +162,8 @@ impl ServerSpec {
 
     /// Sets `[section] key = value`; `value` is TOML (quote strings yourself).
     pub fn set(mut self, section: &str, key: &str, value: impl ToString) -> Self {
-        self.settings.push((section.into(), key.into(), value.to_string()));
+        self.settings
+            .push((section.into(), key.into(), value.to_string()));
         self
     }
 
@@ -168,17 +195,21 @@ impl Server {
     /// Starts a server per `spec` and waits until every listener answers. Panics (with the log)
     /// when it does not come up within [`STARTUP_DEADLINE`] after three attempts.
     pub fn start(spec: ServerSpec) -> Self {
-        let mut last_failure = String::new();
-        for attempt in 1..=3 {
+        let mut attempt = 1;
+        loop {
             match Self::try_start(&spec) {
                 Ok(server) => return server,
-                Err(failure) => {
-                    eprintln!("[harness] {}: start attempt {attempt} failed:\n{failure}", spec.name);
-                    last_failure = failure;
+                // Another test took a port between our probe and the server's bind: try new ports.
+                Err(failure) if attempt < 3 && failure.contains("in use") => {
+                    eprintln!(
+                        "[harness] {}: start attempt {attempt} lost a port race; retrying",
+                        spec.name
+                    );
+                    attempt += 1;
                 }
+                Err(failure) => panic!("confab server `{}` did not start:\n{failure}", spec.name),
             }
         }
-        panic!("confab server `{}` did not start:\n{last_failure}", spec.name);
     }
 
     fn try_start(spec: &ServerSpec) -> Result<Self, String> {
@@ -195,7 +226,10 @@ impl Server {
         let addr = |on: bool, udp: bool| on.then(|| SocketAddr::from((LOOPBACK, free_port(udp))));
         let (udp, tcp) = if t.udp && t.tcp {
             let p = free_port_both();
-            (Some(SocketAddr::from((LOOPBACK, p))), Some(SocketAddr::from((LOOPBACK, p))))
+            (
+                Some(SocketAddr::from((LOOPBACK, p))),
+                Some(SocketAddr::from((LOOPBACK, p))),
+            )
         } else {
             (addr(t.udp, true), addr(t.tcp, false))
         };
@@ -241,7 +275,9 @@ impl Server {
                 let log = server.log();
                 // Dropping kills the child; the temp directory goes with it.
                 drop(server);
-                Err(format!("{why}\n--- server log ---\n{log}\n--- config ---\n{config}"))
+                Err(format!(
+                    "{why}\n--- server log ---\n{log}\n--- config ---\n{config}"
+                ))
             }
         }
     }
@@ -249,7 +285,12 @@ impl Server {
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         let mut pending: Vec<(&str, SocketAddr)> = Vec::new();
-        for (kind, a) in [("tcp", self.tcp), ("tls", self.tls), ("ws", self.ws), ("wss", self.wss)] {
+        for (kind, a) in [
+            ("tcp", self.tcp),
+            ("tls", self.tls),
+            ("ws", self.ws),
+            ("wss", self.wss),
+        ] {
             if let Some(a) = a {
                 pending.push((kind, a));
             }
@@ -257,7 +298,11 @@ impl Server {
         let probe = self.udp.map(|_| UdpClient::bind(LOOPBACK));
         let mut udp_ready = self.udp.is_none();
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 return Err(format!("server exited during startup with {status}"));
             }
             if !udp_ready {
@@ -266,7 +311,9 @@ impl Server {
                 probe.send_to(options.as_bytes(), to);
                 udp_ready = probe.recv(Duration::from_millis(200)).is_some();
             }
-            pending.retain(|(_, a)| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_err());
+            pending.retain(|(_, a)| {
+                TcpStream::connect_timeout(a, Duration::from_millis(200)).is_err()
+            });
             if udp_ready && pending.is_empty() {
                 return Ok(());
             }
@@ -281,12 +328,16 @@ impl Server {
 
     /// The server's combined stdout/stderr so far.
     pub fn log(&self) -> String {
-        fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     pub fn udp(&self) -> SocketAddr {
@@ -302,7 +353,11 @@ impl Server {
         let path = self.data_dir.join("tls/cert.pem");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !path.is_file() {
-            assert!(Instant::now() < deadline, "{} never appeared", path.display());
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         path
@@ -311,7 +366,10 @@ impl Server {
     /// Runs `confab --config CONFIG ARGS…` to completion (bounded), returning its output.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(confab_bin());
-        cmd.arg("--config").arg(&self.config_path).args(args).env("NO_COLOR", "1");
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("NO_COLOR", "1");
         run_bounded(cmd, CLI_DEADLINE)
     }
 
@@ -337,19 +395,30 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("`confab registrations --json` printed no JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "`confab registrations --json` printed no JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
     /// Polls `confab registrations --json` (the server writes bindings behind, within ~1 s) until
     /// every user in `users` has a binding whose text contains each of `needles`; panics after
     /// `within` with the last listing.
-    pub fn wait_registered(&self, users: &[&str], needles: &[&str], within: Duration) -> serde_json::Value {
+    pub fn wait_registered(
+        &self,
+        users: &[&str],
+        needles: &[&str],
+        within: Duration,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + within;
         loop {
             let listing = self.registrations();
-            let missing: Vec<&str> =
-                users.iter().copied().filter(|u| !binding_matches(&listing, u, needles)).collect();
+            let missing: Vec<&str> = users
+                .iter()
+                .copied()
+                .filter(|u| !binding_matches(&listing, u, needles))
+                .collect();
             if missing.is_empty() {
                 return listing;
             }
@@ -376,20 +445,34 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("===== confab server `{}` log ({}) =====", self.name, self.log_path.display());
+            eprintln!(
+                "===== confab server `{}` log ({}) =====",
+                self.name,
+                self.log_path.display()
+            );
             eprintln!("{}", self.log());
             eprintln!("===== end of server log =====");
         }
     }
 }
 
-fn render_config(data_dir: &Path, addrs: [Option<SocketAddr>; 5], settings: &[(String, String, String)]) -> String {
-    let list = |a: Option<SocketAddr>| a.map(|a| format!("[\"{a}\"]")).unwrap_or_else(|| "[]".into());
+fn render_config(
+    data_dir: &Path,
+    addrs: [Option<SocketAddr>; 5],
+    settings: &[(String, String, String)],
+) -> String {
+    let list = |a: Option<SocketAddr>| {
+        a.map(|a| format!("[\"{a}\"]"))
+            .unwrap_or_else(|| "[]".into())
+    };
     let mut sections: Vec<(String, Vec<(String, String)>)> = vec![
         (
             "server".into(),
             vec![
-                ("data_dir".into(), format!("{:?}", data_dir.display().to_string())),
+                (
+                    "data_dir".into(),
+                    format!("{:?}", data_dir.display().to_string()),
+                ),
                 ("domain".into(), format!("\"{DOMAIN}\"")),
             ],
         ),
@@ -421,7 +504,10 @@ fn render_config(data_dir: &Path, addrs: [Option<SocketAddr>; 5], settings: &[(S
                 ("ban_secs".into(), "600".into()),
             ],
         ),
-        ("log".into(), vec![("level".into(), "\"debug\"".into())]),
+        (
+            "log".into(),
+            vec![("level".into(), "\"debug,sqlx=warn\"".into())],
+        ),
     ];
     for (section, key, value) in settings {
         let entries = match sections.iter_mut().find(|(s, _)| s == section) {
@@ -470,7 +556,9 @@ pub fn binding_matches(listing: &serde_json::Value, user: &str, needles: &[&str]
         let lower = text.to_ascii_lowercase();
         (text.contains(&aor) || text.contains(&quoted))
             && text.contains("contact")
-            && needles.iter().all(|n| lower.contains(&n.to_ascii_lowercase()))
+            && needles
+                .iter()
+                .all(|n| lower.contains(&n.to_ascii_lowercase()))
     })
 }
 
@@ -507,7 +595,11 @@ pub fn run_bounded(mut cmd: Command, deadline: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,18 +713,28 @@ impl SipMsg {
     /// The first value of a header (compact forms understood).
     pub fn header(&self, name: &str) -> Option<&str> {
         let want = canonical_header_name(name);
-        self.headers.iter().find(|(n, _)| canonical_header_name(n) == want).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| canonical_header_name(n) == want)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a header, in order (comma-separated values are not split).
     pub fn header_all(&self, name: &str) -> Vec<&str> {
         let want = canonical_header_name(name);
-        self.headers.iter().filter(|(n, _)| canonical_header_name(n) == want).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| canonical_header_name(n) == want)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The set of header names present (full, lower-case).
     pub fn header_names(&self) -> BTreeSet<String> {
-        self.headers.iter().map(|(n, _)| canonical_header_name(n)).collect()
+        self.headers
+            .iter()
+            .map(|(n, _)| canonical_header_name(n))
+            .collect()
     }
 
     /// The method named in CSeq.
@@ -685,7 +787,9 @@ pub fn param(value: &str, name: &str) -> Option<String> {
     };
     outside.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().trim_matches('"').to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().trim_matches('"').to_string())
     })
 }
 
@@ -695,7 +799,11 @@ pub fn auth_params(s: &str) -> Vec<(String, String)> {
     let mut rest = s.trim();
     while !rest.is_empty() {
         let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         rest = rest[eq + 1..].trim_start();
         let value;
         if let Some(r) = rest.strip_prefix('"') {
@@ -743,11 +851,17 @@ impl Challenge {
     pub fn parse(value: &str) -> Option<Self> {
         let value = value.trim();
         let (scheme, rest) = value.split_once(char::is_whitespace)?;
-        Some(Self { scheme: scheme.to_string(), params: auth_params(rest) })
+        Some(Self {
+            scheme: scheme.to_string(),
+            params: auth_params(rest),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn realm(&self) -> &str {
@@ -763,12 +877,14 @@ impl Challenge {
     }
 
     pub fn stale(&self) -> bool {
-        self.get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"))
+        self.get("stale")
+            .is_some_and(|s| s.eq_ignore_ascii_case("true"))
     }
 
     /// `qop=auth` when offered (the only qop these tests use).
     pub fn qop_auth(&self) -> bool {
-        self.get("qop").is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")))
+        self.get("qop")
+            .is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")))
     }
 
     /// The parameter names, sorted (for comparing challenges' shapes).
@@ -788,7 +904,15 @@ fn hex_digest(algorithm: &str, data: &str) -> String {
 }
 
 /// The credentials answering `ch` for `method uri`, as an Authorization header value.
-pub fn authorization(ch: &Challenge, user: &str, password: &str, method: &str, uri: &str, nc: u32, cnonce: &str) -> String {
+pub fn authorization(
+    ch: &Challenge,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+    cnonce: &str,
+) -> String {
     let alg = ch.algorithm().to_string();
     let mut ha1 = hex_digest(&alg, &format!("{user}:{}:{password}", ch.realm()));
     if alg.to_ascii_uppercase().ends_with("-SESS") {
@@ -803,7 +927,10 @@ pub fn authorization(ch: &Challenge, user: &str, password: &str, method: &str, u
     );
     let response = if ch.qop_auth() {
         let _ = write!(v, ", qop=auth, nc={nc}, cnonce=\"{cnonce}\"");
-        hex_digest(&alg, &format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", ch.nonce()))
+        hex_digest(
+            &alg,
+            &format!("{ha1}:{}:{nc}:{cnonce}:auth:{ha2}", ch.nonce()),
+        )
     } else {
         hex_digest(&alg, &format!("{ha1}:{}:{ha2}", ch.nonce()))
     };
@@ -901,7 +1028,15 @@ impl Ua {
     /// The Authorization value answering `ch` for a REGISTER, with the next nonce count.
     pub fn answer(&mut self, ch: &Challenge) -> String {
         self.nc += 1;
-        authorization(ch, &self.user, &self.password, "REGISTER", &format!("sip:{DOMAIN}"), self.nc, &unique("cn"))
+        authorization(
+            ch,
+            &self.user,
+            &self.password,
+            "REGISTER",
+            &format!("sip:{DOMAIN}"),
+            self.nc,
+            &unique("cn"),
+        )
     }
 }
 
@@ -948,31 +1083,41 @@ impl UdpClient {
     }
 
     pub fn send_to(&self, bytes: &[u8], to: SocketAddr) {
-        self.sock.send_to(bytes, to).unwrap_or_else(|e| panic!("send {} bytes to {to}: {e}", bytes.len()));
+        self.sock
+            .send_to(bytes, to)
+            .unwrap_or_else(|e| panic!("send {} bytes to {to}: {e}", bytes.len()));
     }
 
     /// The next datagram parsed as SIP (unparseable datagrams are returned as an error string in
     /// the start line so that tests see them), or `None` after `wait`.
     pub fn recv(&self, wait: Duration) -> Option<SipMsg> {
-        let end = Instant::now() + wait;
         let mut buf = vec![0u8; 65_536];
-        loop {
-            let left = end.checked_duration_since(Instant::now())?;
-            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
-            match self.sock.recv_from(&mut buf) {
-                Ok((n, _)) => {
-                    return Some(SipMsg::parse(&buf[..n], true).map(|(m, _)| m).unwrap_or_else(|| SipMsg {
-                        start_line: format!("<unparseable datagram: {:?}>", String::from_utf8_lossy(&buf[..n])),
+        self.sock
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .unwrap();
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, _)) => Some(
+                SipMsg::parse(&buf[..n], true)
+                    .map(|(m, _)| m)
+                    .unwrap_or_else(|| SipMsg {
+                        start_line: format!(
+                            "<unparseable datagram: {:?}>",
+                            String::from_utf8_lossy(&buf[..n])
+                        ),
                         headers: Vec::new(),
                         body: Vec::new(),
                         raw: buf[..n].to_vec(),
-                    }));
-                }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    return None
-                }
-                Err(e) => panic!("udp recv: {e}"),
+                    }),
+            ),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
             }
+            Err(e) => panic!("udp recv: {e}"),
         }
     }
 
@@ -989,16 +1134,28 @@ impl UdpClient {
 }
 
 /// Reads until a final response (status ≥ 200) or `wait` passes.
-pub fn final_response(recv: impl FnMut(Duration) -> Option<SipMsg>, wait: Duration) -> Option<SipMsg> {
+pub fn final_response(
+    recv: impl FnMut(Duration) -> Option<SipMsg>,
+    wait: Duration,
+) -> Option<SipMsg> {
     final_response_to("", recv, wait)
 }
 
 /// Reads until a final response to `request` (same Call-ID and CSeq, when the request has them)
 /// or `wait` passes. Anything that is not a response is returned as is.
-pub fn final_response_to(request: &str, mut recv: impl FnMut(Duration) -> Option<SipMsg>, wait: Duration) -> Option<SipMsg> {
+pub fn final_response_to(
+    request: &str,
+    mut recv: impl FnMut(Duration) -> Option<SipMsg>,
+    wait: Duration,
+) -> Option<SipMsg> {
     let req = SipMsg::parse(request.as_bytes(), true).map(|(m, _)| m);
-    let call_id = req.as_ref().and_then(|r| r.header("call-id").map(str::to_string));
-    let cseq = req.as_ref().and_then(|r| r.header("cseq").map(|c| c.split_whitespace().collect::<Vec<_>>().join(" ")));
+    let call_id = req
+        .as_ref()
+        .and_then(|r| r.header("call-id").map(str::to_string));
+    let cseq = req.as_ref().and_then(|r| {
+        r.header("cseq")
+            .map(|c| c.split_whitespace().collect::<Vec<_>>().join(" "))
+    });
     let end = Instant::now() + wait;
     loop {
         let left = end.checked_duration_since(Instant::now())?;
@@ -1006,9 +1163,14 @@ pub fn final_response_to(request: &str, mut recv: impl FnMut(Duration) -> Option
         if !msg.is_response() {
             return Some(msg);
         }
-        let same_call = call_id.as_deref().is_none_or(|c| msg.header("call-id") == Some(c));
+        let same_call = call_id
+            .as_deref()
+            .is_none_or(|c| msg.header("call-id") == Some(c));
         let same_cseq = cseq.as_deref().is_none_or(|c| {
-            msg.header("cseq").map(|m| m.split_whitespace().collect::<Vec<_>>().join(" ")).as_deref() == Some(c)
+            msg.header("cseq")
+                .map(|m| m.split_whitespace().collect::<Vec<_>>().join(" "))
+                .as_deref()
+                == Some(c)
         });
         if same_call && same_cseq && msg.status().is_some_and(|s| s >= 200) {
             return Some(msg);
@@ -1019,7 +1181,7 @@ pub fn final_response_to(request: &str, mut recv: impl FnMut(Duration) -> Option
 /// The ACK for a non-2xx final response to an INVITE (RFC 3261 §17.1.1.3), or `None`.
 pub fn ack_for(request: &str, response: &SipMsg) -> Option<String> {
     let (req, _) = SipMsg::parse(request.as_bytes(), true)?;
-    if req.method() != Some("INVITE") || !response.status().is_some_and(|s| s >= 300) {
+    if req.method() != Some("INVITE") || response.status().is_none_or(|s| s < 300) {
         return None;
     }
     let ruri = req.start_line.split(' ').nth(1)?;
@@ -1029,9 +1191,15 @@ pub fn ack_for(request: &str, response: &SipMsg) -> Option<String> {
     for route in req.header_all("route") {
         ack.push_str(&format!("Route: {route}\r\n"));
     }
-    ack.push_str(&format!("Max-Forwards: 70\r\nFrom: {}\r\n", req.header("from")?));
+    ack.push_str(&format!(
+        "Max-Forwards: 70\r\nFrom: {}\r\n",
+        req.header("from")?
+    ));
     ack.push_str(&format!("To: {}\r\n", response.header("to")?));
-    ack.push_str(&format!("Call-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n", req.header("call-id")?));
+    ack.push_str(&format!(
+        "Call-ID: {}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+        req.header("call-id")?
+    ));
     Some(ack)
 }
 
@@ -1045,9 +1213,14 @@ pub struct TcpClient {
 
 impl TcpClient {
     pub fn connect(to: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&to, ANSWER_WAIT).unwrap_or_else(|e| panic!("connect tcp {to}: {e}"));
+        let stream = TcpStream::connect_timeout(&to, ANSWER_WAIT)
+            .unwrap_or_else(|e| panic!("connect tcp {to}: {e}"));
         stream.set_nodelay(true).ok();
-        Self { stream, buf: Vec::new(), closed: false }
+        Self {
+            stream,
+            buf: Vec::new(),
+            closed: false,
+        }
     }
 
     /// Connects from a given local IP (e.g. 127.0.0.2).
@@ -1058,16 +1231,24 @@ impl TcpClient {
         };
         sock.bind(SocketAddr::new(ip, 0))?;
         // Drive the connect on a tiny runtime, then hand back a blocking std stream.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let stream = rt.block_on(async {
             tokio::time::timeout(ANSWER_WAIT, sock.connect(to))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })?
         })?;
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true).ok();
-        Ok(Self { stream, buf: Vec::new(), closed: false })
+        Ok(Self {
+            stream,
+            buf: Vec::new(),
+            closed: false,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -1075,7 +1256,9 @@ impl TcpClient {
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap_or_else(|e| panic!("tcp send: {e}"));
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("tcp send: {e}"));
     }
 
     /// Like [`send`](Self::send) but tolerates a connection the server already closed.
@@ -1095,12 +1278,19 @@ impl TcpClient {
                 return None;
             }
             let left = end.checked_duration_since(Instant::now())?;
-            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
             let mut chunk = [0u8; 16_384];
             match self.stream.read(&mut chunk) {
                 Ok(0) => self.closed = true,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return None
                 }
                 Err(_) => self.closed = true, // reset by peer counts as closed
@@ -1142,8 +1332,15 @@ pub fn register_udp(udp: &UdpClient, to: SocketAddr, ua: &mut Ua) -> (SipMsg, Si
     let first = udp
         .request(&ua.register(None, Some(3600)), to, ANSWER_WAIT)
         .expect("no answer to the first REGISTER");
-    assert_eq!(first.status(), Some(401), "first REGISTER: expected 401, got:\n{}", first.summary());
-    let ch = first.challenge().unwrap_or_else(|| panic!("401 without a digest challenge:\n{}", first.summary()));
+    assert_eq!(
+        first.status(),
+        Some(401),
+        "first REGISTER: expected 401, got:\n{}",
+        first.summary()
+    );
+    let ch = first
+        .challenge()
+        .unwrap_or_else(|| panic!("401 without a digest challenge:\n{}", first.summary()));
     let auth = ua.answer(&ch);
     let second = udp
         .request(&ua.register(Some(&auth), Some(3600)), to, ANSWER_WAIT)
@@ -1155,8 +1352,14 @@ pub fn register_udp(udp: &UdpClient, to: SocketAddr, ua: &mut Ua) -> (SipMsg, Si
 pub fn pem_first_cert_der(path: &Path) -> Vec<u8> {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let begin = "-----BEGIN CERTIFICATE-----";
-    let start = text.find(begin).unwrap_or_else(|| panic!("{} holds no certificate", path.display())) + begin.len();
-    let end = start + text[start..].find("-----END CERTIFICATE-----").expect("unterminated PEM");
+    let start = text
+        .find(begin)
+        .unwrap_or_else(|| panic!("{} holds no certificate", path.display()))
+        + begin.len();
+    let end = start
+        + text[start..]
+            .find("-----END CERTIFICATE-----")
+            .expect("unterminated PEM");
     base64_decode(&text[start..end])
 }
 

@@ -1,0 +1,266 @@
+//! The relay's control API: start worker threads, allocate and release sessions.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::pool::{self, PortPair, PortPool};
+use crate::relay::{LatchConfig, Leg, RemoteMedia, SessionStats};
+use crate::sys::EventFd;
+use crate::worker::{Command, Worker};
+use crate::Error;
+
+/// How the relay binds, advertises and spreads its work.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Address the relay sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address written into SDP (`c=`) for the relay's ports; differs from `bind_ip` behind a
+    /// 1:1 NAT or when binding the wildcard address.
+    pub advertise_ip: IpAddr,
+    /// Inclusive port range; RTP takes the even ports, RTCP the odd port above each.
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// Commands that may wait for each worker before callers block.
+    pub command_queue: usize,
+    pub latch: LatchConfig,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Self {
+            bind_ip: localhost,
+            advertise_ip: localhost,
+            port_min: 20000,
+            port_max: 29999,
+            workers: 0,
+            command_queue: 1024,
+            latch: LatchConfig::default(),
+        }
+    }
+}
+
+/// Names a relayed session; carries the index of the worker that owns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(u64);
+
+impl SessionId {
+    fn worker(self) -> usize {
+        (self.0 & 0xff) as usize
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{}.{}", self.0 >> 8, self.0 & 0xff)
+    }
+}
+
+/// The RTP/RTCP relay: worker threads, each an epoll loop owning the sockets of its sessions.
+///
+/// Calling contract: every method is synchronous, may be called from any thread (clone the
+/// engine freely: clones share the workers), and waits only for the owning worker to reach its
+/// next batch boundary (micro- to milliseconds). The engine stops when the last clone and the
+/// last [`MediaSession`] are dropped; stopping closes every socket and frees every port.
+#[derive(Clone)]
+pub struct MediaEngine {
+    inner: Arc<Inner>,
+}
+
+struct WorkerHandle {
+    commands: SyncSender<Command>,
+    wake: Arc<EventFd>,
+    sessions: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    config: MediaConfig,
+    pool: Arc<Mutex<PortPool>>,
+    workers: Vec<WorkerHandle>,
+    next_id: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            let _ = w.commands.send(Command::Shutdown);
+            w.wake.wake();
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for MediaEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaEngine")
+            .field("bind_ip", &self.inner.config.bind_ip)
+            .field("ports", &(self.inner.config.port_min..=self.inner.config.port_max))
+            .field("workers", &self.inner.workers.len())
+            .finish()
+    }
+}
+
+impl MediaEngine {
+    /// Checks the configuration and starts the workers.
+    pub fn start(config: MediaConfig) -> Result<Self, Error> {
+        if config.bind_ip.is_ipv4() != config.advertise_ip.is_ipv4() && !config.bind_ip.is_unspecified() {
+            return Err(Error::Config("bind_ip and advertise_ip are of different families"));
+        }
+        let pool = Arc::new(Mutex::new(PortPool::new(config.port_min, config.port_max)?));
+        let count = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(256);
+        let mut workers = Vec::with_capacity(count);
+        for i in 0..count {
+            let (commands, receiver) = mpsc::sync_channel(config.command_queue.max(1));
+            let wake = Arc::new(EventFd::new()?);
+            let sessions = Arc::new(AtomicUsize::new(0));
+            let worker = Worker::new(receiver, Arc::clone(&wake), Arc::clone(&sessions), config.latch.clone())?;
+            let thread = std::thread::Builder::new().name(format!("confab-media-{i}")).spawn(move || worker.run())?;
+            workers.push(WorkerHandle { commands, wake, sessions, thread: Some(thread) });
+        }
+        Ok(Self { inner: Arc::new(Inner { config, pool, workers, next_id: AtomicU64::new(1) }) })
+    }
+
+    pub fn config(&self) -> &MediaConfig {
+        &self.inner.config
+    }
+
+    /// Binds two RTP/RTCP port pairs (leg A faces the caller, leg B the callee) and hands them
+    /// to the least busy worker. The returned guard releases the session when dropped.
+    pub fn allocate(&self) -> Result<MediaSession, Error> {
+        let a = pool::bind_pair(&self.inner.pool, self.inner.config.bind_ip)?;
+        let b = pool::bind_pair(&self.inner.pool, self.inner.config.bind_ip)?;
+        let (a_port, b_port) = (a.rtp_port(), b.rtp_port());
+        let worker = self
+            .inner
+            .workers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, w)| w.sessions.load(Ordering::Relaxed))
+            .map_or(0, |(i, _)| i);
+        let serial = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = SessionId((serial << 8) | worker as u64);
+        let legs: Box<[PortPair; 2]> = Box::new([a, b]);
+        self.request(id, |reply| Command::Add { id, legs, reply })??;
+        let ip = self.inner.config.advertise_ip;
+        Ok(MediaSession {
+            engine: self.clone(),
+            id,
+            a: SocketAddr::new(ip, a_port),
+            b: SocketAddr::new(ip, b_port),
+            released: false,
+        })
+    }
+
+    /// Takes a leg's SDP address (and payload types). Latching may later override the address.
+    pub fn set_remote(&self, id: SessionId, leg: Leg, remote: RemoteMedia) -> Result<(), Error> {
+        self.request(id, |reply| Command::SetRemote { id, leg, remote, reply })?
+            .then_some(())
+            .ok_or(Error::UnknownSession(id))
+    }
+
+    /// A snapshot of the session's statistics; `last_packet_at` per leg tells dead media.
+    pub fn stats(&self, id: SessionId) -> Result<SessionStats, Error> {
+        self.request(id, |reply| Command::Stats { id, reply })?.ok_or(Error::UnknownSession(id))
+    }
+
+    /// Ends the session: its sockets are closed and its ports are back in the pool when this
+    /// returns. Returns the final statistics.
+    pub fn release(&self, id: SessionId) -> Result<SessionStats, Error> {
+        self.request(id, |reply| Command::Release { id, reply })?.ok_or(Error::UnknownSession(id))
+    }
+
+    /// Ports (RTP and RTCP) currently bound by sessions.
+    pub fn allocated_ports(&self) -> usize {
+        pool::leased_ports(&self.inner.pool)
+    }
+
+    /// Live sessions over all workers.
+    pub fn session_count(&self) -> usize {
+        self.inner.workers.iter().map(|w| w.sessions.load(Ordering::Relaxed)).sum()
+    }
+
+    fn request<T>(&self, id: SessionId, command: impl FnOnce(SyncSender<T>) -> Command) -> Result<T, Error> {
+        let worker = self.inner.workers.get(id.worker()).ok_or(Error::UnknownSession(id))?;
+        let (reply, answer) = mpsc::sync_channel(1);
+        worker.commands.send(command(reply)).map_err(|_| Error::Stopped)?;
+        worker.wake.wake();
+        answer.recv().map_err(|_| Error::Stopped)
+    }
+}
+
+/// A relayed session's ports; releases the session (closing its sockets and freeing its ports)
+/// when dropped, however the call ends.
+#[must_use = "dropping the session releases its ports"]
+pub struct MediaSession {
+    engine: MediaEngine,
+    id: SessionId,
+    a: SocketAddr,
+    b: SocketAddr,
+    released: bool,
+}
+
+impl fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaSession").field("id", &self.id).field("a", &self.a).field("b", &self.b).finish()
+    }
+}
+
+impl MediaSession {
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The relay's RTP address for a leg, to write into the SDP sent to that leg's phone
+    /// (`c=` and `m=` port); its RTCP port is one above.
+    pub fn local(&self, leg: Leg) -> SocketAddr {
+        match leg {
+            Leg::A => self.a,
+            Leg::B => self.b,
+        }
+    }
+
+    pub fn a_port(&self) -> u16 {
+        self.a.port()
+    }
+
+    pub fn b_port(&self) -> u16 {
+        self.b.port()
+    }
+
+    pub fn set_remote(&self, leg: Leg, remote: RemoteMedia) -> Result<(), Error> {
+        self.engine.set_remote(self.id, leg, remote)
+    }
+
+    pub fn stats(&self) -> Result<SessionStats, Error> {
+        self.engine.stats(self.id)
+    }
+
+    /// Releases now and returns the final statistics.
+    pub fn release(mut self) -> Result<SessionStats, Error> {
+        self.released = true;
+        self.engine.release(self.id)
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = self.engine.release(self.id);
+        }
+    }
+}

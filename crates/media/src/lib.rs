@@ -1,0 +1,1 @@
+//! Confab media plane (being written).

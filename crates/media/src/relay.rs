@@ -1,0 +1,593 @@
+//! The sans-IO relay state of one session: two legs, symmetric latching, statistics.
+//!
+//! A session joins leg A (the caller's side) and leg B (the callee's side). Each leg has an RTP
+//! and an RTCP port on the relay; a datagram read on leg A's port is sent out of leg B's port of
+//! the same kind, to leg B's phone, and the other way round. Nothing here reads a clock or
+//! touches a socket: [`RelaySession::handle_packet`] takes the datagram, its source and the
+//! instant it was read, and returns where to send it. It allocates nothing and never panics on
+//! any input.
+//!
+//! # Latching (symmetric RTP)
+//! A phone behind NAT announces an address in SDP that is not where its packets come from. So
+//! each leg's destination is first the SDP address, then the source of the first valid packet
+//! that phone sends ("latching"), since that is the only address the NAT lets back in.
+//! After latching, packets from any other source are dropped (an injection on a known relay port
+//! must not take the call over: the "RTP bleed" class of attacks), except that a new source
+//! takes over (re-latches) when
+//! - it is exactly the address the SDP names (signalling is authenticated; packets are not);
+//! - the latched source has sent nothing valid for [`LatchConfig::relatch_after_silence`], as when
+//!   a NAT rebinds the phone's mapping to a new port;
+//! - with [`LatchConfig::relatch_on_same_ssrc`], its RTP carries the SSRC of the latched stream
+//!   (a rebinding NAT keeps the SSRC; a stranger must first learn it).
+//!
+//! RTP and RTCP latch separately: a NAT maps the two ports independently.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::rtp::{self, ReportBlocks, RtpHeader};
+use crate::stats::{self, JitterEstimator, SequenceTracker};
+
+/// One side of a relayed call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leg {
+    A,
+    B,
+}
+
+impl Leg {
+    pub fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which of a leg's two relay ports a datagram arrived on (RTCP = RTP port + 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Rtp,
+    Rtcp,
+}
+
+/// What a payload type carries, from the SDP `a=rtpmap` lines (RFC 4566 §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PayloadKind {
+    /// Audio sampled at this RTP clock rate: used for the jitter estimate.
+    Audio { clock_rate: u32 },
+    /// RFC 4733 telephone-event: forwarded as is, counted, kept out of the jitter estimate
+    /// (an event's packets repeat its start timestamp).
+    TelephoneEvent,
+    /// Anything else: forwarded, not used for jitter.
+    Other,
+}
+
+/// Where a leg's phone said, in SDP, that it receives media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteMedia {
+    pub rtp: SocketAddr,
+    /// From `a=rtcp` (RFC 3605); when absent, RTP port + 1 (RFC 3550 §11).
+    pub rtcp: Option<SocketAddr>,
+    /// Dynamic payload types from `a=rtpmap`; static ones (RFC 3551 §6) are known already.
+    pub payloads: Vec<(u8, PayloadKind)>,
+}
+
+impl RemoteMedia {
+    pub fn new(rtp: SocketAddr) -> Self {
+        Self { rtp, rtcp: None, payloads: Vec::new() }
+    }
+
+    pub fn with_rtcp(mut self, rtcp: SocketAddr) -> Self {
+        self.rtcp = Some(rtcp);
+        self
+    }
+
+    pub fn with_payload(mut self, payload_type: u8, kind: PayloadKind) -> Self {
+        self.payloads.push((payload_type, kind));
+        self
+    }
+
+    fn rtcp_or_default(&self) -> SocketAddr {
+        self.rtcp.unwrap_or_else(|| next_port(self.rtp))
+    }
+}
+
+/// Latching policy (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatchConfig {
+    /// A new source re-latches once the latched one has been silent this long.
+    pub relatch_after_silence: Duration,
+    /// A new source whose RTP carries the latched SSRC re-latches at once.
+    pub relatch_on_same_ssrc: bool,
+    /// Only latch to sources on the IP address the SDP names (no NAT traversal; for trunks).
+    pub require_sdp_ip: bool,
+}
+
+impl Default for LatchConfig {
+    fn default() -> Self {
+        Self {
+            relatch_after_silence: Duration::from_millis(1000),
+            relatch_on_same_ssrc: true,
+            require_sdp_ip: false,
+        }
+    }
+}
+
+/// What to do with a datagram.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it unchanged out of the other leg's port of the same channel, to this address.
+    Forward(SocketAddr),
+    Drop(DropReason),
+}
+
+/// Why a datagram was not forwarded; each is counted in [`DropCounters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Not RTP/RTCP version 2, or a header that does not fit.
+    Malformed,
+    /// Larger than the relay's receive buffer.
+    Truncated,
+    /// An empty datagram (RFC 6263 §4.1 keepalive): refreshes the latch, is not forwarded.
+    Keepalive,
+    /// From a source other than the latched one.
+    ForeignSource,
+    /// The other leg has neither an SDP address nor a latched source yet.
+    NoDestination,
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Counter {
+    fn add(&mut self, bytes: usize) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+}
+
+/// Datagrams received on a leg's ports and not forwarded, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    pub malformed: u64,
+    pub truncated: u64,
+    pub keepalive: u64,
+    pub foreign_source: u64,
+    pub no_destination: u64,
+    /// Forwarded but refused by the socket (send buffer full, unreachable).
+    pub send_failed: u64,
+}
+
+/// The latest RTCP reception report a leg's phone sent (RFC 3550 §6.4.1): how the stream it
+/// receives (from the other leg, through the relay) arrives at the phone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReceptionReport {
+    /// When the relay read the RTCP packet.
+    pub at: Instant,
+    pub reporter_ssrc: u32,
+    pub source_ssrc: u32,
+    /// Fraction lost since the phone's previous report, 0.0–1.0.
+    pub fraction_lost: f64,
+    pub cumulative_lost: i32,
+    pub highest_sequence: u32,
+    /// Interarrival jitter in RTP timestamp units, as reported.
+    pub jitter_units: u32,
+    /// The same as a duration, when the clock rate of the reported stream is known.
+    pub jitter: Option<Duration>,
+}
+
+/// Statistics for what one leg's phone sent to the relay, and what it reported in RTCP.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct LegStats {
+    /// Valid RTP received.
+    pub rtp: Counter,
+    /// Valid RTCP received (on the RTCP port, or multiplexed on the RTP port).
+    pub rtcp: Counter,
+    /// Handed to the other leg's socket.
+    pub forwarded: Counter,
+    pub dropped: DropCounters,
+    /// RTP packets with the RFC 4733 telephone-event payload type.
+    pub telephone_events: u64,
+    /// RTP packets expected from sequence numbers (RFC 3550 A.3), over all SSRCs seen.
+    pub expected: u64,
+    /// Expected minus received: the relay's own loss estimate on the way in.
+    pub lost: i64,
+    /// Interarrival jitter at the relay (RFC 3550 A.8), in timestamp units.
+    pub jitter_units: u32,
+    pub jitter: Option<Duration>,
+    /// The SSRC of the latest RTP packet.
+    pub ssrc: Option<u32>,
+    /// Where the leg's RTP and RTCP are sent to (latched, else from SDP).
+    pub rtp_remote: Option<SocketAddr>,
+    pub rtcp_remote: Option<SocketAddr>,
+    /// Whether the destinations above come from packets (true) or from SDP.
+    pub rtp_latched: bool,
+    pub rtcp_latched: bool,
+    /// Source changes after the first latch.
+    pub relatches: u32,
+    /// The latest valid RTP or RTCP packet from the phone: the call core's dead-media signal.
+    pub last_packet_at: Option<Instant>,
+    pub last_rtp_at: Option<Instant>,
+    pub report: Option<ReceptionReport>,
+}
+
+/// Both legs' statistics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionStats {
+    pub a: LegStats,
+    pub b: LegStats,
+}
+
+impl SessionStats {
+    pub fn leg(&self, leg: Leg) -> &LegStats {
+        match leg {
+            Leg::A => &self.a,
+            Leg::B => &self.b,
+        }
+    }
+
+    /// The latest packet from either phone.
+    pub fn last_packet_at(&self) -> Option<Instant> {
+        self.a.last_packet_at.max(self.b.last_packet_at)
+    }
+}
+
+/// The relay state of one session. See the module documentation for the rules.
+///
+/// Calling contract: call [`handle_packet`](Self::handle_packet) for each datagram in the order
+/// read, with non-decreasing instants; call [`set_remote`](Self::set_remote) whenever an SDP
+/// offer or answer for a leg is accepted. Getters may be called at any time.
+#[derive(Clone, Debug)]
+pub struct RelaySession {
+    config: LatchConfig,
+    legs: [LegState; 2],
+}
+
+#[derive(Clone, Debug, Default)]
+struct Latch {
+    addr: Option<SocketAddr>,
+    /// Last valid packet (or keepalive) from `addr`.
+    last_seen: Option<Instant>,
+    /// SSRC of the latest packet from `addr` (RTP SSRC or RTCP sender SSRC).
+    ssrc: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+struct LegState {
+    sdp: Option<RemoteMedia>,
+    rtp: Latch,
+    rtcp: Latch,
+    /// Clock rate per payload type; 0 = not audio or unknown.
+    clock: [u32; 128],
+    /// Bit n set: payload type n is telephone-event.
+    events: u128,
+    seq: SequenceTracker,
+    jitter: JitterEstimator,
+    stats: LegStats,
+}
+
+/// RFC 3551 §6, table 4: static audio payload types and their RTP clock rates.
+const STATIC_AUDIO: [(u8, u32); 17] = [
+    (0, 8000),
+    (3, 8000),
+    (4, 8000),
+    (5, 8000),
+    (6, 16000),
+    (7, 8000),
+    (8, 8000),
+    (9, 8000), // G.722: 8000 despite 16 kHz sampling (RFC 3551 §4.5.2)
+    (10, 44100),
+    (11, 44100),
+    (12, 8000),
+    (13, 8000),
+    (14, 90000),
+    (15, 8000),
+    (16, 11025),
+    (17, 22050),
+    (18, 8000),
+];
+
+impl Default for LegState {
+    fn default() -> Self {
+        let mut clock = [0; 128];
+        for (pt, rate) in STATIC_AUDIO {
+            clock[usize::from(pt)] = rate;
+        }
+        Self {
+            sdp: None,
+            rtp: Latch::default(),
+            rtcp: Latch::default(),
+            clock,
+            events: 0,
+            seq: SequenceTracker::default(),
+            jitter: JitterEstimator::default(),
+            stats: LegStats::default(),
+        }
+    }
+}
+
+enum Kind {
+    Rtp(RtpHeader),
+    Rtcp(u32),
+}
+
+impl RelaySession {
+    pub fn new(config: LatchConfig) -> Self {
+        Self { config, legs: [LegState::default(), LegState::default()] }
+    }
+
+    /// Takes a leg's SDP address and payload types. If the address differs from the one before,
+    /// the phone changed (a re-INVITE, a transfer): the latch is released, so the next valid
+    /// packet latches afresh.
+    pub fn set_remote(&mut self, leg: Leg, remote: RemoteMedia) {
+        let state = &mut self.legs[leg.index()];
+        if let Some(old) = &state.sdp {
+            if old.rtp != remote.rtp {
+                state.rtp = Latch::default();
+            }
+            if old.rtcp_or_default() != remote.rtcp_or_default() {
+                state.rtcp = Latch::default();
+            }
+        }
+        for &(pt, kind) in &remote.payloads {
+            let Some(slot) = state.clock.get_mut(usize::from(pt)) else { continue };
+            let bit = 1u128 << pt;
+            match kind {
+                PayloadKind::Audio { clock_rate } => {
+                    *slot = clock_rate;
+                    state.events &= !bit;
+                }
+                PayloadKind::TelephoneEvent => {
+                    *slot = 0;
+                    state.events |= bit;
+                }
+                PayloadKind::Other => {
+                    *slot = 0;
+                    state.events &= !bit;
+                }
+            }
+        }
+        state.sdp = Some(remote);
+    }
+
+    /// Handles one datagram read at `now` from `source` on `leg`'s `channel` port: updates the
+    /// latch and statistics and says where to send it.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        leg: Leg,
+        channel: Channel,
+        source: SocketAddr,
+        packet: &[u8],
+    ) -> Verdict {
+        let [a, b] = &mut self.legs;
+        let (this, other) = match leg {
+            Leg::A => (a, b),
+            Leg::B => (b, a),
+        };
+        let kind = match classify(channel, packet) {
+            Ok(kind) => kind,
+            Err(reason) => {
+                if reason == DropReason::Keepalive {
+                    let latch = this.latch_mut(channel);
+                    if latch.addr == Some(source) {
+                        latch.last_seen = Some(now);
+                    }
+                }
+                return drop_packet(this, reason);
+            }
+        };
+        let ssrc = match kind {
+            Kind::Rtp(h) => h.ssrc,
+            Kind::Rtcp(ssrc) => ssrc,
+        };
+        if !this.accept_source(&self.config, now, channel, source, ssrc) {
+            return drop_packet(this, DropReason::ForeignSource);
+        }
+        this.stats.last_packet_at = Some(now);
+        match kind {
+            Kind::Rtp(h) => this.account_rtp(now, &h, packet.len()),
+            Kind::Rtcp(_) => this.account_rtcp(now, packet, other.stats.ssrc),
+        }
+        // Multiplexed RTCP (RFC 5761) stays on the RTP ports: that is where the peer expects it.
+        match other.destination(channel) {
+            Some(to) => {
+                this.stats.forwarded.add(packet.len());
+                Verdict::Forward(to)
+            }
+            None => drop_packet(this, DropReason::NoDestination),
+        }
+    }
+
+    /// Counts a datagram the IO layer dropped before it reached `handle_packet` (truncated).
+    pub fn note_dropped(&mut self, leg: Leg, reason: DropReason) {
+        let _ = drop_packet(&mut self.legs[leg.index()], reason);
+    }
+
+    /// Counts datagrams from `leg` that were forwarded but that the socket refused.
+    pub fn note_send_failed(&mut self, leg: Leg, count: u64) {
+        self.legs[leg.index()].stats.dropped.send_failed += count;
+    }
+
+    /// Where `leg`'s phone receives RTP now (latched, else from SDP).
+    pub fn destination(&self, leg: Leg, channel: Channel) -> Option<SocketAddr> {
+        self.legs[leg.index()].destination(channel)
+    }
+
+    pub fn leg_stats(&self, leg: Leg) -> LegStats {
+        let (this, other) = (&self.legs[leg.index()], &self.legs[leg.other().index()]);
+        let mut s = this.stats.clone();
+        s.expected = this.seq.expected();
+        s.lost = this.seq.lost();
+        s.jitter_units = this.jitter.units();
+        s.jitter = this.jitter.duration();
+        s.rtp_remote = this.destination(Channel::Rtp);
+        s.rtcp_remote = this.destination(Channel::Rtcp);
+        s.rtp_latched = this.rtp.addr.is_some();
+        s.rtcp_latched = this.rtcp.addr.is_some();
+        if let Some(r) = &mut s.report {
+            // The phone reports on the stream it receives: the other leg's, at its clock rate.
+            r.jitter = stats::units_to_duration(f64::from(r.jitter_units), other.jitter.clock_rate());
+        }
+        s
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        SessionStats { a: self.leg_stats(Leg::A), b: self.leg_stats(Leg::B) }
+    }
+}
+
+fn classify(channel: Channel, packet: &[u8]) -> Result<Kind, DropReason> {
+    if packet.is_empty() {
+        return Err(DropReason::Keepalive);
+    }
+    if channel == Channel::Rtcp || rtp::is_rtcp(packet) {
+        return rtp::rtcp_sender_ssrc(packet).map(Kind::Rtcp).ok_or(DropReason::Malformed);
+    }
+    RtpHeader::parse(packet).map(Kind::Rtp).ok_or(DropReason::Malformed)
+}
+
+fn drop_packet(leg: &mut LegState, reason: DropReason) -> Verdict {
+    let d = &mut leg.stats.dropped;
+    match reason {
+        DropReason::Malformed => d.malformed += 1,
+        DropReason::Truncated => d.truncated += 1,
+        DropReason::Keepalive => d.keepalive += 1,
+        DropReason::ForeignSource => d.foreign_source += 1,
+        DropReason::NoDestination => d.no_destination += 1,
+    }
+    Verdict::Drop(reason)
+}
+
+fn next_port(addr: SocketAddr) -> SocketAddr {
+    let mut next = addr;
+    next.set_port(addr.port().wrapping_add(1));
+    next
+}
+
+impl LegState {
+    fn latch_mut(&mut self, channel: Channel) -> &mut Latch {
+        match channel {
+            Channel::Rtp => &mut self.rtp,
+            Channel::Rtcp => &mut self.rtcp,
+        }
+    }
+
+    fn sdp_address(&self, channel: Channel) -> Option<SocketAddr> {
+        let sdp = self.sdp.as_ref()?;
+        Some(match channel {
+            Channel::Rtp => sdp.rtp,
+            Channel::Rtcp => sdp.rtcp_or_default(),
+        })
+    }
+
+    fn destination(&self, channel: Channel) -> Option<SocketAddr> {
+        match channel {
+            Channel::Rtp => self.rtp.addr.or_else(|| self.sdp_address(Channel::Rtp)),
+            // Without RTCP from the phone yet: its SDP, else next to its latched RTP source.
+            Channel::Rtcp => self
+                .rtcp
+                .addr
+                .or_else(|| self.sdp_address(Channel::Rtcp))
+                .or_else(|| self.rtp.addr.map(next_port)),
+        }
+    }
+
+    /// Applies the latching rules; true if the packet is from the (possibly new) latched source.
+    fn accept_source(
+        &mut self,
+        config: &LatchConfig,
+        now: Instant,
+        channel: Channel,
+        source: SocketAddr,
+        ssrc: u32,
+    ) -> bool {
+        let sdp = self.sdp_address(channel);
+        let latch = self.latch_mut(channel);
+        let take = match latch.addr {
+            Some(addr) if addr == source => true,
+            None => !config.require_sdp_ip || sdp.is_some_and(|s| s.ip() == source.ip()),
+            Some(_) => {
+                let relatch = sdp == Some(source)
+                    || latch
+                        .last_seen
+                        .is_none_or(|t| now.saturating_duration_since(t) >= config.relatch_after_silence)
+                    || (config.relatch_on_same_ssrc && latch.ssrc == Some(ssrc));
+                let allowed = !config.require_sdp_ip || sdp.is_some_and(|s| s.ip() == source.ip());
+                if relatch && allowed {
+                    self.stats.relatches += 1;
+                }
+                relatch && allowed
+            }
+        };
+        if take {
+            let latch = self.latch_mut(channel);
+            latch.addr = Some(source);
+            latch.last_seen = Some(now);
+            latch.ssrc = Some(ssrc);
+        }
+        take
+    }
+
+    fn account_rtp(&mut self, now: Instant, h: &RtpHeader, len: usize) {
+        self.stats.rtp.add(len);
+        self.stats.last_rtp_at = Some(now);
+        if self.stats.ssrc != Some(h.ssrc) {
+            // A new source: A.1 and A.8 state is per SSRC.
+            self.seq.finish_run();
+            self.jitter.reset_transit();
+            self.stats.ssrc = Some(h.ssrc);
+        }
+        self.seq.update(h.sequence);
+        let pt = usize::from(h.payload_type);
+        if self.events & (1u128 << pt) != 0 {
+            self.stats.telephone_events += 1;
+        } else {
+            // payload_type < 128, so the index holds.
+            let clock_rate = self.clock[pt];
+            if clock_rate != 0 {
+                self.jitter.update(now, h.timestamp, clock_rate);
+            }
+        }
+    }
+
+    fn account_rtcp(&mut self, now: Instant, packet: &[u8], other_ssrc: Option<u32>) {
+        self.stats.rtcp.add(packet.len());
+        // Prefer the block about the stream the relay delivers to this phone.
+        let mut chosen = None;
+        for block in ReportBlocks::new(packet).take(31 * 4) {
+            let matches = Some(block.source_ssrc) == other_ssrc;
+            if chosen.is_none() || matches {
+                chosen = Some(block);
+            }
+            if matches {
+                break;
+            }
+        }
+        if let Some(b) = chosen {
+            self.stats.report = Some(ReceptionReport {
+                at: now,
+                reporter_ssrc: b.reporter_ssrc,
+                source_ssrc: b.source_ssrc,
+                fraction_lost: f64::from(b.fraction_lost) / 256.0,
+                cumulative_lost: b.cumulative_lost,
+                highest_sequence: b.highest_sequence,
+                jitter_units: b.jitter,
+                jitter: None,
+            });
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Thin safe wrappers over the Linux calls the worker loop needs: epoll, eventfd, and batched
+//! UDP receive/send (`recvmmsg`/`sendmmsg`). All `unsafe` in the crate lives here.
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Largest datagram the relay forwards; larger ones arrive truncated and are dropped.
+pub(crate) const MAX_DATAGRAM: usize = 2048;
+/// Datagrams per `recvmmsg`/`sendmmsg` call.
+pub(crate) const BATCH: usize = 32;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// An epoll instance; level-triggered, readable interest only.
+pub(crate) struct Epoll {
+    fd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    pub(crate) fn new(capacity: usize) -> io::Result<Self> {
+        // SAFETY: plain system call; the result is checked before it is owned.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd, events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)] })
+    }
+
+    pub(crate) fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: as in `add`; the event is ignored by EPOLL_CTL_DEL.
+        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    /// Waits for readiness (timeout in ms, -1 = forever); returns how many tokens are ready,
+    /// read with [`token`](Self::token). An interrupted wait returns 0.
+    pub(crate) fn wait(&mut self, timeout_ms: i32) -> io::Result<usize> {
+        // SAFETY: the buffer holds `len` initialised events; the kernel writes at most `len`.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                timeout_ms,
+            )
+        };
+        match cvt(n) {
+            Ok(n) => Ok(n as usize),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The token of ready event `i` of the last wait.
+    pub(crate) fn token(&self, i: usize) -> u64 {
+        // Copy the (packed) field out by value.
+        self.events[i].u64
+    }
+}
+
+/// An eventfd used to wake a worker blocked in `epoll_wait`.
+#[derive(Debug)]
+pub(crate) struct EventFd(OwnedFd);
+
+impl EventFd {
+    pub(crate) fn new() -> io::Result<Self> {
+        // SAFETY: plain system call; the result is checked before it is owned.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: a fresh descriptor owned by nothing else.
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub(crate) fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer. A full counter (EAGAIN) is already a wake-up.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    pub(crate) fn drain(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// A socket address in the kernel's layout, converted once and reused.
+#[derive(Clone, Copy)]
+pub(crate) struct RawAddr {
+    storage: libc::sockaddr_in6,
+    len: libc::socklen_t,
+}
+
+impl RawAddr {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        // SAFETY: an all-zero sockaddr_in6 is valid; sockaddr_in fits inside it.
+        let mut storage: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_in (16 bytes) fits in sockaddr_in6 (28 bytes); both are POD.
+                unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_in6).cast(), sin) };
+                mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                storage.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                storage.sin6_port = a.port().to_be();
+                storage.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+                storage.sin6_flowinfo = a.flowinfo();
+                storage.sin6_scope_id = a.scope_id();
+                mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        Self { storage, len: len as libc::socklen_t }
+    }
+}
+
+/// Reads the address the kernel wrote into a receive slot.
+fn decode_addr(storage: &libc::sockaddr_in6, len: libc::socklen_t) -> Option<SocketAddr> {
+    match i32::from(storage.sin6_family) {
+        libc::AF_INET if len as usize >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in at the start of the slot.
+            let sin: libc::sockaddr_in =
+                unsafe { std::ptr::read((storage as *const libc::sockaddr_in6).cast()) };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(storage.sin6_addr.s6_addr),
+                u16::from_be(storage.sin6_port),
+                storage.sin6_flowinfo,
+                storage.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// One received datagram in a [`RecvBatch`].
+pub(crate) struct Received<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) source: Option<SocketAddr>,
+    pub(crate) truncated: bool,
+}
+
+/// Receive buffers for one `recvmmsg` call; allocated once per worker.
+pub(crate) struct RecvBatch {
+    bufs: Box<[[u8; MAX_DATAGRAM]; BATCH]>,
+    addrs: Box<[libc::sockaddr_in6; BATCH]>,
+    iovs: Box<[libc::iovec; BATCH]>,
+    hdrs: Box<[libc::mmsghdr; BATCH]>,
+    len: usize,
+}
+
+impl RecvBatch {
+    pub(crate) fn new() -> Self {
+        // SAFETY: all-zero iovec, mmsghdr and sockaddr_in6 are valid (null pointers, zero lengths);
+        // pointers are filled in before every call.
+        let zeroed = || unsafe { MaybeUninit::<[libc::mmsghdr; BATCH]>::zeroed().assume_init() };
+        Self {
+            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!()),
+            // SAFETY: as above.
+            addrs: Box::new(unsafe { mem::zeroed() }),
+            // SAFETY: as above.
+            iovs: Box::new(unsafe { mem::zeroed() }),
+            hdrs: Box::new(zeroed()),
+            len: 0,
+        }
+    }
+
+    /// Reads up to `BATCH` datagrams without blocking; returns how many (0 when none waited).
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.len = 0;
+        for i in 0..BATCH {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in6).cast();
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers owned by `self`, sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT as _,
+                std::ptr::null_mut(),
+            )
+        };
+        match cvt(n) {
+            Ok(n) => {
+                self.len = n as usize;
+                Ok(self.len)
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Received<'_> {
+        let h = &self.hdrs[i];
+        let len = (h.msg_len as usize).min(MAX_DATAGRAM);
+        Received {
+            data: &self.bufs[i][..len],
+            source: decode_addr(&self.addrs[i], h.msg_hdr.msg_namelen),
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        }
+    }
+}
+
+/// Datagrams of a [`RecvBatch`] to send out of one socket, each to its own address.
+pub(crate) struct SendBatch {
+    addrs: Box<[RawAddr; BATCH]>,
+    iovs: Box<[libc::iovec; BATCH]>,
+    hdrs: Box<[libc::mmsghdr; BATCH]>,
+    /// Index into the receive batch, per queued datagram.
+    slots: [u8; BATCH],
+    len: usize,
+}
+
+impl SendBatch {
+    pub(crate) fn new() -> Self {
+        let zero = RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0)));
+        Self {
+            addrs: Box::new([zero; BATCH]),
+            // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths).
+            iovs: Box::new(unsafe { mem::zeroed() }),
+            // SAFETY: as above.
+            hdrs: Box::new(unsafe { MaybeUninit::<[libc::mmsghdr; BATCH]>::zeroed().assume_init() }),
+            slots: [0; BATCH],
+            len: 0,
+        }
+    }
+
+    /// Queues datagram `slot` of the receive batch for `to`. At most `BATCH` per flush (one
+    /// receive batch), so the queue cannot overflow.
+    pub(crate) fn push(&mut self, slot: usize, to: &RawAddr) {
+        if self.len < BATCH {
+            self.addrs[self.len] = *to;
+            self.slots[self.len] = slot as u8;
+            self.len += 1;
+        }
+    }
+
+    /// Sends everything queued out of `fd`; the datagrams are read from `from`. Returns how many
+    /// the kernel refused (each is skipped; the rest are still sent).
+    pub(crate) fn flush(&mut self, fd: RawFd, from: &RecvBatch) -> usize {
+        let total = self.len;
+        self.len = 0;
+        for i in 0..total {
+            let slot = usize::from(self.slots[i]);
+            let data = from.get(slot).data;
+            self.iovs[i] = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.addrs[i].storage as *mut libc::sockaddr_in6).cast();
+            h.msg_hdr.msg_namelen = self.addrs[i].len;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+        }
+        let mut done = 0;
+        let mut failed = 0;
+        // Bounded: every turn sends at least one datagram or skips one.
+        while done < total {
+            // SAFETY: headers [done, total) point at live buffers in `self` and `from`; sendmmsg
+            // only reads them.
+            let n = unsafe {
+                libc::sendmmsg(fd, self.hdrs[done..].as_mut_ptr(), (total - done) as libc::c_uint, libc::MSG_DONTWAIT as _)
+            };
+            match cvt(n) {
+                Ok(n) if n > 0 => done += n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The first remaining datagram failed (full buffer, unreachable): skip it.
+                _ => {
+                    done += 1;
+                    failed += 1;
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// Moves a `std` UDP socket's descriptor value out for registration, keeping ownership.
+pub(crate) fn raw(socket: &std::net::UdpSocket) -> RawFd {
+    socket.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_addr_round_trips() {
+        for addr in ["127.0.0.1:20000", "[::1]:5004", "[fe80::1]:9"] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let raw = RawAddr::new(addr);
+            assert_eq!(decode_addr(&raw.storage, raw.len), Some(addr));
+        }
+    }
+}
