@@ -205,6 +205,8 @@ pub struct LegStats {
     pub expected: u64,
     /// Expected minus received: the relay's own loss estimate on the way in.
     pub lost: i64,
+    /// Extended highest sequence number of the current SSRC run.
+    pub highest_sequence: u32,
     /// Interarrival jitter at the relay (RFC 3550 A.8), in timestamp units.
     pub jitter_units: u32,
     pub jitter: Option<Duration>,
@@ -432,6 +434,7 @@ impl RelaySession {
         let mut s = this.stats.clone();
         s.expected = this.seq.expected();
         s.lost = this.seq.lost();
+        s.highest_sequence = this.seq.extended_max();
         s.jitter_units = this.jitter.units();
         s.jitter = this.jitter.duration();
         s.rtp_remote = this.destination(Channel::Rtp);

@@ -648,8 +648,10 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
         match head.find('<') {
             Some(lt) => {
                 let name = trim_ws(head.get(..lt).unwrap_or(""));
-                // RFC 4475 §3.1.2.15: an unquoted display name is tokens and LWS only.
-                if !name.bytes().all(|b| is_token(b) || is_ws(b)) {
+                // RFC 4475 §3.1.2.15: an unquoted display name is tokens and LWS only. UTF-8
+                // beyond ASCII is let through: some UAs send it unquoted, and it cannot be
+                // mistaken for a delimiter (it is re-serialised quoted).
+                if !name.bytes().all(|b| is_token(b) || is_ws(b) || b >= 0x80) {
                     return Err(ParseError::new("Malformed display name"));
                 }
                 c.pos = lt;
@@ -1221,6 +1223,8 @@ mod tests {
         let n = name_addr("sip:+19725552222@gw1.example.net;unknownparam").unwrap();
         assert!(n.uri.as_sip().unwrap().params.0.is_empty());
         assert!(n.params.contains("unknownparam"));
+        let n = name_addr("Jörg Müller <sip:j@example.com>").unwrap();
+        assert_eq!(n.display.as_deref(), Some("Jörg Müller"));
         let n = name_addr(r#""Bell, Alexander" <sip:a.g.bell@example.com>;p="x;y,z""#).unwrap();
         assert_eq!(n.display.as_deref(), Some("Bell, Alexander"));
         assert_eq!(n.params.get("p"), Some(Some(r#""x;y,z""#)));
