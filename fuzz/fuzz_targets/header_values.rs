@@ -6,7 +6,9 @@ use confab_sip::{CSeq, ContactValue, HeaderName, Headers, NameAddr, Via};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(via) = Via::parse(text) {
         assert_eq!(Via::parse(&via.to_string()).as_ref(), Ok(&via));
     }

@@ -12,7 +12,9 @@ const ROUND_TRIP_MAX: usize = 60 * 1024;
 
 fuzz_target!(|data: &[u8]| {
     for stream in [false, true] {
-        let Ok(message) = Message::parse(data, stream) else { continue };
+        let Ok(message) = Message::parse(data, stream) else {
+            continue;
+        };
         let bytes = message.to_bytes();
         if data.len() > ROUND_TRIP_MAX {
             continue;
@@ -20,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
         // Serialised messages always carry Content-Length, so stream rules apply.
         let again = match Message::parse(&bytes, true) {
             Ok(m) => m,
-            Err(e) => panic!("serialised message does not parse: {e}\n{}", String::from_utf8_lossy(&bytes)),
+            Err(e) => panic!(
+                "serialised message does not parse: {e}\n{}",
+                String::from_utf8_lossy(&bytes)
+            ),
         };
         assert_eq!(again, message);
         assert_eq!(again.to_bytes(), bytes);

@@ -594,3 +594,320 @@ impl LegState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::tests::{rr, rtp};
+
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A session whose phones announced A at :4000 and B at :6000 in SDP.
+    fn session(config: LatchConfig) -> RelaySession {
+        let mut s = RelaySession::new(config);
+        s.set_remote(Leg::A, RemoteMedia::new(at(4000)));
+        s.set_remote(Leg::B, RemoteMedia::new(at(6000)));
+        s
+    }
+
+    fn pcmu(seq: u16, ssrc: u32) -> Vec<u8> {
+        rtp(0, seq, u32::from(seq) * 160, ssrc, 160)
+    }
+
+    #[test]
+    fn forwards_to_sdp_until_the_phone_sends_then_to_its_nat_address() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        // A's first packet goes to B's SDP address: B has not sent anything yet.
+        let v = s.handle_packet(t0, Leg::A, Channel::Rtp, at(4000), &pcmu(1, 0xa));
+        assert_eq!(v, Verdict::Forward(at(6000)));
+        // B is behind NAT: its packets come from :61000. That is where A's go from now on.
+        let v = s.handle_packet(t0 + MS, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        assert_eq!(v, Verdict::Forward(at(4000)));
+        let v = s.handle_packet(t0 + 2 * MS, Leg::A, Channel::Rtp, at(4000), &pcmu(2, 0xa));
+        assert_eq!(v, Verdict::Forward(at(61000)));
+        let b = s.leg_stats(Leg::B);
+        assert_eq!((b.rtp_remote, b.rtp_latched, b.relatches), (Some(at(61000)), true, 0));
+        assert_eq!(s.leg_stats(Leg::A).forwarded, Counter { packets: 2, bytes: 344 });
+    }
+
+    #[test]
+    fn without_sdp_or_packets_there_is_no_destination() {
+        let t0 = Instant::now();
+        let mut s = RelaySession::new(LatchConfig::default());
+        let v = s.handle_packet(t0, Leg::A, Channel::Rtp, at(4000), &pcmu(1, 1));
+        assert_eq!(v, Verdict::Drop(DropReason::NoDestination));
+        assert_eq!(s.leg_stats(Leg::A).dropped.no_destination, 1);
+        // Latching works without SDP: both phones' first packets define the path.
+        let v = s.handle_packet(t0, Leg::B, Channel::Rtp, at(6000), &pcmu(1, 2));
+        assert_eq!(v, Verdict::Forward(at(4000)));
+    }
+
+    #[test]
+    fn a_foreign_source_is_dropped_while_the_latched_one_talks() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        for i in 1..50u16 {
+            let now = t0 + 20 * MS * u32::from(i);
+            let v = s.handle_packet(now, Leg::B, Channel::Rtp, at(61000), &pcmu(1 + i, 0xb));
+            assert!(matches!(v, Verdict::Forward(_)));
+            // An attacker spraying the relay port with another SSRC gets nowhere.
+            let v = s.handle_packet(now, Leg::B, Channel::Rtp, at(31337), &pcmu(7, 0xbad));
+            assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
+        }
+        let b = s.leg_stats(Leg::B);
+        assert_eq!((b.dropped.foreign_source, b.rtp_remote, b.relatches), (49, Some(at(61000)), 0));
+        assert_eq!(b.rtp.packets, 50, "foreign packets are not counted as the phone's");
+    }
+
+    #[test]
+    fn relatches_after_silence_as_when_a_nat_rebinds() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig { relatch_on_same_ssrc: false, ..LatchConfig::default() });
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        // 999 ms later a new source (even with the same SSRC: that rule is off) is refused...
+        let v = s.handle_packet(t0 + 999 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(2, 0xb));
+        assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
+        // ...at 1000 ms of silence it takes over, and A's packets follow it.
+        let v = s.handle_packet(t0 + 1000 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(3, 0xb));
+        assert_eq!(v, Verdict::Forward(at(4000)));
+        let v = s.handle_packet(t0 + 1001 * MS, Leg::A, Channel::Rtp, at(4000), &pcmu(1, 0xa));
+        assert_eq!(v, Verdict::Forward(at(62000)));
+        // The old mapping is now the foreign one.
+        let v = s.handle_packet(t0 + 1002 * MS, Leg::B, Channel::Rtp, at(61000), &pcmu(4, 0xb));
+        assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
+        assert_eq!(s.leg_stats(Leg::B).relatches, 1);
+    }
+
+    #[test]
+    fn relatches_at_once_to_the_same_ssrc_but_not_to_another() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        let v = s.handle_packet(t0 + 20 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(2, 0xc));
+        assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
+        let v = s.handle_packet(t0 + 40 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(3, 0xb));
+        assert_eq!(v, Verdict::Forward(at(4000)));
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(62000)));
+    }
+
+    #[test]
+    fn the_sdp_address_always_wins_and_a_new_sdp_address_unlatches() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        let v = s.handle_packet(t0 + MS, Leg::B, Channel::Rtp, at(6000), &pcmu(1, 0xd));
+        assert_eq!(v, Verdict::Forward(at(4000)));
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(6000)));
+        // A re-INVITE moves B elsewhere: the latch is released and the new SDP address is used.
+        s.set_remote(Leg::B, RemoteMedia::new(at(7000)));
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(7000)));
+        let v = s.handle_packet(t0 + 2 * MS, Leg::B, Channel::Rtp, at(63000), &pcmu(1, 0xe));
+        assert_eq!(v, Verdict::Forward(at(4000)));
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(63000)));
+        // The same SDP again (a session refresh) keeps the latch.
+        s.set_remote(Leg::B, RemoteMedia::new(at(7000)));
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(63000)));
+    }
+
+    #[test]
+    fn require_sdp_ip_refuses_other_hosts() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig { require_sdp_ip: true, ..LatchConfig::default() });
+        let other_host = SocketAddr::from(([127, 0, 0, 2], 6000));
+        let v = s.handle_packet(t0, Leg::B, Channel::Rtp, other_host, &pcmu(1, 0xb));
+        assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
+        let v = s.handle_packet(t0, Leg::B, Channel::Rtp, at(6002), &pcmu(1, 0xb));
+        assert_eq!(v, Verdict::Forward(at(4000)));
+        let v = s.handle_packet(t0 + 5000 * MS, Leg::B, Channel::Rtp, other_host, &pcmu(2, 0xb));
+        assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
+    }
+
+    #[test]
+    fn keepalives_hold_the_latch_and_are_not_forwarded() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig { relatch_on_same_ssrc: false, ..LatchConfig::default() });
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        // On hold, B only sends empty keepalives (RFC 6263 §4.1) every 800 ms.
+        for i in 1..=5u32 {
+            let v = s.handle_packet(t0 + 800 * MS * i, Leg::B, Channel::Rtp, at(61000), &[]);
+            assert_eq!(v, Verdict::Drop(DropReason::Keepalive));
+        }
+        let v = s.handle_packet(t0 + 4500 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(2, 0xc));
+        assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
+        assert_eq!(s.leg_stats(Leg::B).dropped.keepalive, 5);
+    }
+
+    #[test]
+    fn rtcp_latches_separately_and_goes_to_the_rtcp_port() {
+        let t0 = Instant::now();
+        let mut s = RelaySession::new(LatchConfig::default());
+        s.set_remote(Leg::A, RemoteMedia::new(at(4000)));
+        s.set_remote(Leg::B, RemoteMedia::new(at(6000)).with_rtcp(at(6100)));
+        let report = rr(0xa, &[(0xb, 0, 0, 1, 0)]);
+        // To B: its a=rtcp port. To A: RTP port + 1 (no a=rtcp).
+        let v = s.handle_packet(t0, Leg::A, Channel::Rtcp, at(4001), &report);
+        assert_eq!(v, Verdict::Forward(at(6100)));
+        let v = s.handle_packet(t0, Leg::B, Channel::Rtcp, at(61001), &rr(0xb, &[]));
+        assert_eq!(v, Verdict::Forward(at(4001)));
+        assert_eq!(s.destination(Leg::B, Channel::Rtcp), Some(at(61001)));
+        // B's RTP latch is untouched by RTCP.
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(6000)));
+        assert_eq!(s.leg_stats(Leg::A).rtcp.packets, 1);
+        // RTP on the RTCP port is not RTCP.
+        let v = s.handle_packet(t0, Leg::A, Channel::Rtcp, at(4001), &pcmu(1, 0xa));
+        assert_eq!(v, Verdict::Drop(DropReason::Malformed));
+    }
+
+    #[test]
+    fn rtcp_port_follows_latched_rtp_when_nothing_else_is_known() {
+        let t0 = Instant::now();
+        let mut s = RelaySession::new(LatchConfig::default());
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        let v = s.handle_packet(t0, Leg::A, Channel::Rtcp, at(4001), &rr(0xa, &[]));
+        assert_eq!(v, Verdict::Forward(at(61001)));
+    }
+
+    #[test]
+    fn multiplexed_rtcp_stays_on_the_rtp_ports_and_is_parsed() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        let report = rr(0xa, &[(0xb, 64, 3, 100, 80)]);
+        let v = s.handle_packet(t0 + MS, Leg::A, Channel::Rtp, at(4000), &report);
+        assert_eq!(v, Verdict::Forward(at(61000)));
+        let a = s.leg_stats(Leg::A);
+        assert_eq!((a.rtp.packets, a.rtcp.packets), (0, 1));
+        let r = a.report.unwrap();
+        assert_eq!((r.source_ssrc, r.fraction_lost, r.cumulative_lost, r.jitter_units), (0xb, 0.25, 3, 80));
+    }
+
+    #[test]
+    fn the_report_about_the_other_legs_stream_is_preferred() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        // B sends PCMU (8 kHz) with SSRC 0xb; A's RR has a block about 0x99 first, then 0xb.
+        for i in 0..3u16 {
+            let _ = s.handle_packet(t0 + 20 * MS * u32::from(i), Leg::B, Channel::Rtp, at(6000), &pcmu(i, 0xb));
+        }
+        let report = rr(0xa, &[(0x99, 0, 0, 0, 1), (0xb, 0, 1, 2, 160)]);
+        let _ = s.handle_packet(t0, Leg::A, Channel::Rtcp, at(4001), &report);
+        let r = s.leg_stats(Leg::A).report.unwrap();
+        assert_eq!((r.source_ssrc, r.jitter_units), (0xb, 160));
+        // 160 units at 8 kHz = 20 ms.
+        assert_eq!(r.jitter, Some(Duration::from_millis(20)));
+        assert_eq!(r.at, t0);
+    }
+
+    #[test]
+    fn loss_and_jitter_from_simulated_arrivals() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        // 100 packets every 20 ms; 5 lost (seq 10, 20, .., 50); packet 60 arrives 8 ms late.
+        for seq in 0..100u16 {
+            if seq % 10 == 0 && (10..=50).contains(&seq) {
+                continue;
+            }
+            let late = if seq == 60 { 8 * MS } else { Duration::ZERO };
+            let now = t0 + 20 * MS * u32::from(seq) + late;
+            let _ = s.handle_packet(now, Leg::A, Channel::Rtp, at(4000), &pcmu(seq, 0xa));
+        }
+        let a = s.leg_stats(Leg::A);
+        assert_eq!((a.expected, a.lost, a.rtp.packets), (100, 5, 95));
+        assert_eq!(a.highest_sequence, 99);
+        // |D| = 64 units for packet 60 and again for 61, then decay by 15/16 per packet:
+        // J = 64/16 = 4; J = 4 + (64 - 4)/16 = 7.75; then 38 packets with D = 0.
+        let expected = 7.75 * (15.0f64 / 16.0).powi(38);
+        assert!((f64::from(a.jitter_units) - expected.floor()).abs() <= 1.0, "{a:?}");
+        assert_eq!(s.leg_stats(Leg::B).expected, 0);
+    }
+
+    #[test]
+    fn telephone_events_pass_through_counted_and_outside_jitter() {
+        let t0 = Instant::now();
+        let mut s = RelaySession::new(LatchConfig::default());
+        s.set_remote(Leg::A, RemoteMedia::new(at(4000)).with_payload(101, PayloadKind::TelephoneEvent));
+        s.set_remote(Leg::B, RemoteMedia::new(at(6000)));
+        let mut seq = 0u16;
+        for i in 0..10u32 {
+            let now = t0 + 20 * MS * i;
+            let packet = if (3..7).contains(&i) {
+                // An RFC 4733 event: the timestamp stays at the event start.
+                let mut p = rtp(101, seq, 480, 0xa, 4);
+                p[12..16].copy_from_slice(&[1, 0x0a, 0, 160]);
+                p
+            } else {
+                rtp(0, seq, 160 * i, 0xa, 160)
+            };
+            seq += 1;
+            let v = s.handle_packet(now, Leg::A, Channel::Rtp, at(4000), &packet);
+            assert_eq!(v, Verdict::Forward(at(6000)));
+        }
+        let a = s.leg_stats(Leg::A);
+        assert_eq!((a.telephone_events, a.lost, a.jitter_units), (4, 0, 0));
+    }
+
+    #[test]
+    fn a_new_ssrc_starts_a_new_run_without_phantom_loss() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        for seq in 0..10 {
+            let _ = s.handle_packet(t0, Leg::A, Channel::Rtp, at(4000), &pcmu(seq, 1));
+        }
+        for seq in 30_000..30_010 {
+            let _ = s.handle_packet(t0, Leg::A, Channel::Rtp, at(4000), &pcmu(seq, 2));
+        }
+        let a = s.leg_stats(Leg::A);
+        assert_eq!((a.expected, a.lost, a.ssrc), (20, 0, Some(2)));
+    }
+
+    #[test]
+    fn garbage_is_dropped_and_counted_without_latching() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        for garbage in [&b"\x00"[..], b"hello world!", &[0x80; 11], &[0x8f; 12], b"\x00\x01\x00\x00stun"] {
+            let v = s.handle_packet(t0, Leg::B, Channel::Rtp, at(31337), garbage);
+            assert_eq!(v, Verdict::Drop(DropReason::Malformed));
+            let v = s.handle_packet(t0, Leg::B, Channel::Rtcp, at(31337), garbage);
+            assert_eq!(v, Verdict::Drop(DropReason::Malformed));
+        }
+        let b = s.leg_stats(Leg::B);
+        assert_eq!((b.dropped.malformed, b.rtp_latched, b.rtcp_latched, b.last_packet_at), (10, false, false, None));
+    }
+
+    proptest::proptest! {
+        /// Any sequence of datagrams, sources, legs and channels: no panic, and forwarding only
+        /// ever targets an address the session learned from SDP or from a packet.
+        #[test]
+        fn never_panics_and_forwards_only_to_known_addresses(
+            ops in proptest::collection::vec(
+                (0u8..4, 0u16..4, proptest::collection::vec(proptest::num::u8::ANY, 0..64), 0u64..3000),
+                0..64,
+            )
+        ) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut s = session(LatchConfig::default());
+            for (which, src, mut bytes, step) in ops {
+                now += Duration::from_millis(step);
+                if which & 1 == 0 && bytes.len() >= 2 {
+                    bytes[0] = 0x80; // mostly-valid RTP, to exercise latching
+                    bytes[1] &= 0x7f;
+                }
+                let leg = if which & 2 == 0 { Leg::A } else { Leg::B };
+                let channel = if src & 1 == 0 { Channel::Rtp } else { Channel::Rtcp };
+                let source = at(50000 + src);
+                if let Verdict::Forward(to) = s.handle_packet(now, leg, channel, source, &bytes) {
+                    let ok = [4000, 4001, 6000, 6001, 50000, 50001, 50002, 50003, 50004].contains(&to.port());
+                    proptest::prop_assert!(ok, "{to}");
+                }
+            }
+            let _ = s.stats();
+        }
+    }
+}

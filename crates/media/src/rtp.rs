@@ -163,7 +163,7 @@ impl Iterator for ReportBlocks<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: usize) -> Vec<u8> {
@@ -202,6 +202,7 @@ mod tests {
         assert_eq!(RtpHeader::parse(&p), None);
         let mut p = rtp(0, 1, 2, 3, 4);
         p[0] = 0x90; // extension header of 0 words: 4 bytes, present
+        p[14..16].copy_from_slice(&0u16.to_be_bytes());
         assert!(RtpHeader::parse(&p).is_some());
         p[14..16].copy_from_slice(&9u16.to_be_bytes()); // 9 words: absent
         assert_eq!(RtpHeader::parse(&p), None);

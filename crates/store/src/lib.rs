@@ -14,6 +14,7 @@
 //! ([`Store::directory_version`]), so a server can poll it and reload its user cache only when it
 //! changed.
 
+mod calls;
 mod error;
 mod registrations;
 mod users;
@@ -26,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+pub use calls::*;
 pub use error::StoreError;
 pub use registrations::BindingRecord;
 pub use users::{CredentialRecord, NewUser, User};
