@@ -1,4 +1,4 @@
-//! The command line: `serve`, `config`, `user` and `registrations`.
+//! The command line: `serve`, `config`, `user`, `registrations` and `calls`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use confab_store::{BindingRecord, NewUser, Store, StoreError, User};
+use confab_store::{BindingRecord, CallFilter, CallRecordRow, NewUser, Store, StoreError, User};
 
 use crate::config::{Config, ConfigError, LogFormat, DEFAULT_TOML};
 
@@ -52,6 +52,21 @@ enum Command {
         /// Include expired registrations not yet cleaned up.
         #[arg(long)]
         all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List calls in progress and recent call records, newest first.
+    Calls {
+        /// Only calls still ringing or in progress.
+        #[arg(long)]
+        active: bool,
+        /// Only calls this user made or received (user name, extension or URI user part).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Show at most this many calls (0 for all).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u32,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -147,6 +162,22 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::init_logging("warn", LogFormat::Text);
             let config = load_config(&cli)?;
             block_on(registrations(&config, user.as_deref(), *all, *json))??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calls {
+            active,
+            user,
+            limit,
+            json,
+        } => {
+            crate::init_logging("warn", LogFormat::Text);
+            let config = load_config(&cli)?;
+            let filter = CallFilter {
+                active_only: *active,
+                user: user.clone(),
+                limit: *limit,
+            };
+            block_on(calls(&config, filter, *json))??;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -488,6 +519,116 @@ fn binding_json(b: &BindingRecord) -> serde_json::Value {
     value
 }
 
+/// `confab calls`: call records from the store as a table (start in local time) or JSON.
+async fn calls(config: &Config, mut filter: CallFilter, json: bool) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    // An extension names its user; anything else (a removed user, an outside caller's number) is
+    // matched as given.
+    if let Some(name) = &filter.user {
+        if let Some(user) = store.find_user(name).await? {
+            filter.user = Some(user.username);
+        }
+    }
+    let active_only = filter.active_only;
+    let rows = store.list_calls(filter).await?;
+    let now_ms = unix_now_ms();
+    if json {
+        let list: Vec<_> = rows.iter().map(|c| call_json(c, now_ms)).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "{}",
+            if active_only {
+                "no active calls"
+            } else {
+                "no calls"
+            }
+        );
+        return Ok(());
+    }
+    let zone = local_time::Zone::from_env();
+    let dash = || "-".to_owned();
+    let table = rows.iter().map(|c| {
+        let callee = match &c.callee_user {
+            Some(user) if *user != c.callee => format!("{} ({user})", c.callee),
+            _ => c.callee.clone(),
+        };
+        vec![
+            zone.format_iso(c.started_at),
+            c.caller.clone(),
+            callee,
+            c.answered_by.clone().unwrap_or_else(dash),
+            call_duration(c, now_ms),
+            c.disposition.clone().unwrap_or_else(dash),
+            c.final_status.map_or_else(dash, |s| s.to_string()),
+        ]
+    });
+    print_table(
+        &[
+            "STARTED",
+            "CALLER",
+            "CALLEE",
+            "ANSWERED BY",
+            "DURATION",
+            "DISPOSITION",
+            "STATUS",
+        ],
+        table,
+    );
+    Ok(())
+}
+
+/// The DURATION column: talk time of an answered call that ended, `ringing`, `active for 1m20s`,
+/// or `-` for a call that ended unanswered.
+fn call_duration(c: &CallRecordRow, now_ms: i64) -> String {
+    match c.state.as_str() {
+        "ringing" => "ringing".to_owned(),
+        "active" => {
+            let since = c.answered_at.unwrap_or(c.started_at);
+            format!("active for {}", format_duration_ms(now_ms - since))
+        }
+        "ended" => c
+            .talk_time_ms()
+            .map_or_else(|| "-".to_owned(), format_duration_ms),
+        other => other.to_owned(),
+    }
+}
+
+/// `80_500` ms → `1m20s`; `0` → `0s`; hours as `1h02m05s`.
+fn format_duration_ms(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s:02}s"),
+        _ => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+/// A call record as JSON for scripts: every stored field, `media` as a JSON value rather than
+/// text, plus `duration_ms` (answer to end, or to now for a call in progress).
+fn call_json(c: &CallRecordRow, now_ms: i64) -> serde_json::Value {
+    let mut value = serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut value {
+        if let Some(media) = c
+            .media
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
+        {
+            map.insert("media".into(), media);
+        }
+        let duration = match (c.answered_at, c.ended_at) {
+            (Some(answered), Some(ended)) => Some(ended - answered),
+            (Some(answered), None) if c.is_active() => Some(now_ms - answered),
+            _ => None,
+        };
+        map.insert("duration_ms".into(), duration.map(|d| d.max(0)).into());
+    }
+    value
+}
+
 /// The password from `--password`, from standard input with `--password-stdin` or when it is not
 /// a terminal, or else asked for twice on the terminal without echo.
 fn read_password(args: &PasswordArgs, user: &str) -> anyhow::Result<String> {
@@ -551,6 +692,12 @@ fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// `3725` → `1h02m05s`; negative → `expired`.
 fn format_secs(secs: i64) -> String {
     if secs <= 0 {
@@ -584,6 +731,441 @@ fn format_unix(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Local time for `confab calls`, without a time-zone library: the UTC offset comes from the
+/// TZif file (RFC 8536) named by `$TZ` or `/etc/localtime`, with its POSIX TZ footer for times
+/// after the last transition, or from a POSIX TZ string in `$TZ`; UTC when none is usable.
+mod local_time {
+    use std::path::Path;
+
+    const DEFAULT_ZONEINFO: &str = "/usr/share/zoneinfo";
+
+    /// A time zone: offsets from UTC, in seconds east, over time.
+    #[derive(Debug, Default)]
+    pub(super) struct Zone {
+        /// (transition time in Unix seconds, offset from then on), ascending.
+        transitions: Vec<(i64, i32)>,
+        /// The offset before the first transition.
+        initial: i32,
+        /// The rule after the last transition (or always, with no transitions).
+        rule: Option<Rule>,
+    }
+
+    impl Zone {
+        /// The zone of this process: `$TZ` as the C library reads it, else `/etc/localtime`.
+        pub(super) fn from_env() -> Self {
+            match std::env::var("TZ") {
+                Ok(tz) => Self::from_tz_var(&tz),
+                Err(std::env::VarError::NotUnicode(_)) => Self::default(),
+                Err(std::env::VarError::NotPresent) => {
+                    Self::from_file(Path::new("/etc/localtime")).unwrap_or_default()
+                }
+            }
+        }
+
+        /// `TZ` values: empty (UTC), `:NAME` or `NAME` (a zoneinfo file, absolute or under
+        /// `$TZDIR`), or a POSIX TZ string such as `CET-1CEST,M3.5.0,M10.5.0/3`.
+        pub(super) fn from_tz_var(tz: &str) -> Self {
+            let name = tz.strip_prefix(':').unwrap_or(tz);
+            if name.is_empty() {
+                return Self::default();
+            }
+            let file = if name.starts_with('/') {
+                Some(Path::new(name).to_path_buf())
+            } else if name.split('/').any(|part| part == "..") {
+                None
+            } else {
+                let dir = std::env::var("TZDIR").unwrap_or_else(|_| DEFAULT_ZONEINFO.to_owned());
+                Some(Path::new(&dir).join(name))
+            };
+            if let Some(zone) = file.and_then(|f| Self::from_file(&f)) {
+                return zone;
+            }
+            Self {
+                rule: Rule::parse(name),
+                ..Self::default()
+            }
+        }
+
+        fn from_file(path: &Path) -> Option<Self> {
+            Self::from_tzif(&std::fs::read(path).ok()?)
+        }
+
+        /// Parses a TZif file (RFC 8536), preferring its 64-bit data block (version 2 and up).
+        pub(super) fn from_tzif(data: &[u8]) -> Option<Self> {
+            let header = |at: usize| -> Option<(u8, [usize; 6])> {
+                let bytes = data.get(at..at + 44)?;
+                if &bytes[..4] != b"TZif" {
+                    return None;
+                }
+                let mut counts = [0; 6];
+                for (i, count) in counts.iter_mut().enumerate() {
+                    let raw = &bytes[20 + 4 * i..24 + 4 * i];
+                    *count = usize::try_from(u32::from_be_bytes(raw.try_into().ok()?)).ok()?;
+                }
+                Some((bytes[4], counts))
+            };
+            let block_len = |counts: [usize; 6], time_size: usize| {
+                let [isut, isstd, leap, time, types, chars] = counts;
+                time * time_size + time + types * 6 + chars + leap * (time_size + 4) + isstd + isut
+            };
+            let (version, v1_counts) = header(0)?;
+            let (start, counts, time_size) = if version >= b'2' {
+                let v2_at = 44 + block_len(v1_counts, 4);
+                let (_, counts) = header(v2_at)?;
+                (v2_at + 44, counts, 8)
+            } else {
+                (44, v1_counts, 4)
+            };
+            let [_, _, _, time_count, type_count, _] = counts;
+            let block = data.get(start..start + block_len(counts, time_size))?;
+            if type_count == 0 {
+                return None;
+            }
+            let (times, rest) = block.split_at(time_count * time_size);
+            let (indices, rest) = rest.split_at(time_count);
+            let offsets: Vec<i32> = rest[..type_count * 6]
+                .chunks_exact(6)
+                .map(|t| i32::from_be_bytes([t[0], t[1], t[2], t[3]]))
+                .collect();
+            let mut transitions = Vec::with_capacity(time_count);
+            for (time, &index) in times.chunks_exact(time_size).zip(indices) {
+                let at = if time_size == 8 {
+                    i64::from_be_bytes(time.try_into().ok()?)
+                } else {
+                    i64::from(i32::from_be_bytes(time.try_into().ok()?))
+                };
+                transitions.push((at, *offsets.get(usize::from(index))?));
+            }
+            let footer = if time_size == 8 {
+                let tail = data.get(start + block.len()..).unwrap_or_default();
+                let tail = tail.strip_prefix(b"\n").unwrap_or_default();
+                let end = tail.iter().position(|&b| b == b'\n').unwrap_or(0);
+                std::str::from_utf8(&tail[..end]).ok().and_then(Rule::parse)
+            } else {
+                None
+            };
+            Some(Self {
+                transitions,
+                initial: offsets[0],
+                rule: footer,
+            })
+        }
+
+        /// The offset from UTC, in seconds east, at `secs` since the Unix epoch.
+        pub(super) fn offset_at(&self, secs: i64) -> i32 {
+            let after = self.transitions.partition_point(|&(at, _)| at <= secs);
+            match (after, &self.rule) {
+                (n, Some(rule)) if n == self.transitions.len() => rule.offset_at(secs),
+                (0, _) => self.initial,
+                (n, _) => self.transitions[n - 1].1,
+            }
+        }
+
+        /// Unix milliseconds as local ISO 8601 to the second: `2023-11-14T23:13:20+01:00`, or
+        /// with `Z` where the offset is zero.
+        pub(super) fn format_iso(&self, ms: i64) -> String {
+            let secs = ms.div_euclid(1000);
+            // Offsets are shown to the minute (ISO 8601 has no seconds there): so is the time.
+            let offset = i64::from(self.offset_at(secs)) / 60 * 60;
+            let local = secs + offset;
+            let (year, month, day) = civil_from_days(local.div_euclid(86_400));
+            let rem = local.rem_euclid(86_400);
+            let zone = if offset == 0 {
+                "Z".to_owned()
+            } else {
+                let sign = if offset < 0 { '-' } else { '+' };
+                let minutes = offset.abs() / 60;
+                format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+            };
+            format!(
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{zone}",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            )
+        }
+    }
+
+    /// A POSIX TZ rule (`STDoffset[DST[offset][,start[/time],end[/time]]]`).
+    #[derive(Debug)]
+    struct Rule {
+        std: i32,
+        /// Daylight-saving offset and when it starts and ends, if the zone has it.
+        dst: Option<(i32, Date, i32, Date, i32)>,
+    }
+
+    /// A day of the year in a POSIX TZ rule.
+    #[derive(Debug, Clone, Copy)]
+    enum Date {
+        /// `Jn`: day 1 to 365, February 29 never counted.
+        Julian(i64),
+        /// `n`: day 0 to 365, counting February 29.
+        Zero(i64),
+        /// `Mm.w.d`: day `d` (0 is Sunday) of week `w` (5 is the last) of month `m`.
+        Month(i64, i64, i64),
+    }
+
+    impl Rule {
+        fn parse(s: &str) -> Option<Self> {
+            let mut p = s.as_bytes();
+            name(&mut p)?;
+            let std = -hms(&mut p)?;
+            if p.is_empty() {
+                return Some(Self { std, dst: None });
+            }
+            name(&mut p)?;
+            let dst = if p.first().is_some_and(|&b| b != b',') {
+                -hms(&mut p)?
+            } else {
+                std + 3600
+            };
+            let (start, start_time, end, end_time) = if p.is_empty() {
+                // The C library's default: the United States rules.
+                (Date::Month(3, 2, 0), 7200, Date::Month(11, 1, 0), 7200)
+            } else {
+                let mut rule = || -> Option<(Date, i32)> {
+                    p = p.strip_prefix(b",")?;
+                    let date = date(&mut p)?;
+                    let time = match p.strip_prefix(b"/") {
+                        Some(rest) => {
+                            p = rest;
+                            hms(&mut p)?
+                        }
+                        None => 7200,
+                    };
+                    Some((date, time))
+                };
+                let (start, start_time) = rule()?;
+                let (end, end_time) = rule()?;
+                (start, start_time, end, end_time)
+            };
+            p.is_empty().then_some(Self {
+                std,
+                dst: Some((dst, start, start_time, end, end_time)),
+            })
+        }
+
+        fn offset_at(&self, secs: i64) -> i32 {
+            let Some((dst, start, start_time, end, end_time)) = self.dst else {
+                return self.std;
+            };
+            let (year, _, _) = civil_from_days((secs + i64::from(self.std)).div_euclid(86_400));
+            // Transitions happen at local time: the start in standard time, the end in DST.
+            let begins = start.day(year) * 86_400 + i64::from(start_time) - i64::from(self.std);
+            let ends = end.day(year) * 86_400 + i64::from(end_time) - i64::from(dst);
+            let in_dst = if begins < ends {
+                begins <= secs && secs < ends
+            } else {
+                // Southern hemisphere: DST spans the new year.
+                !(ends <= secs && secs < begins)
+            };
+            if in_dst {
+                dst
+            } else {
+                self.std
+            }
+        }
+    }
+
+    impl Date {
+        /// Days since the Unix epoch of this date in `year`.
+        fn day(self, year: i64) -> i64 {
+            let jan1 = days_from_civil(year, 1, 1);
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            match self {
+                Self::Julian(n) => jan1 + n - 1 + i64::from(leap && n >= 60),
+                Self::Zero(n) => jan1 + n,
+                Self::Month(m, w, d) => {
+                    let first = days_from_civil(year, m, 1);
+                    // 1970-01-01 was a Thursday (4).
+                    let weekday = (first + 4).rem_euclid(7);
+                    let mut day = first + (d - weekday).rem_euclid(7) + 7 * (w - 1);
+                    let next_month = if m == 12 {
+                        days_from_civil(year + 1, 1, 1)
+                    } else {
+                        days_from_civil(year, m + 1, 1)
+                    };
+                    while day >= next_month {
+                        day -= 7;
+                    }
+                    day
+                }
+            }
+        }
+    }
+
+    /// A zone abbreviation: `<+03>` or three or more letters.
+    fn name(p: &mut &[u8]) -> Option<()> {
+        let len = if p.first() == Some(&b'<') {
+            p.iter().position(|&b| b == b'>')? + 1
+        } else {
+            p.iter().take_while(|b| b.is_ascii_alphabetic()).count()
+        };
+        if len < 3 {
+            return None;
+        }
+        *p = &p[len..];
+        Some(())
+    }
+
+    /// `[+-]hh[:mm[:ss]]` in seconds.
+    fn hms(p: &mut &[u8]) -> Option<i32> {
+        let sign = match p.first() {
+            Some(b'-') => -1,
+            Some(b'+') => 1,
+            _ => 0,
+        };
+        if sign != 0 {
+            *p = &p[1..];
+        }
+        let mut total = 0;
+        for (i, scale) in [3600, 60, 1].into_iter().enumerate() {
+            if i > 0 {
+                match p.strip_prefix(b":") {
+                    Some(rest) => *p = rest,
+                    None => break,
+                }
+            }
+            total += number(p)? * scale;
+        }
+        Some(if sign < 0 { -total } else { total })
+    }
+
+    fn date(p: &mut &[u8]) -> Option<Date> {
+        if let Some(rest) = p.strip_prefix(b"J") {
+            *p = rest;
+            return Some(Date::Julian(i64::from(number(p)?).clamp(1, 365)));
+        }
+        if let Some(rest) = p.strip_prefix(b"M") {
+            *p = rest;
+            let month = i64::from(number(p)?);
+            *p = p.strip_prefix(b".")?;
+            let week = i64::from(number(p)?);
+            *p = p.strip_prefix(b".")?;
+            let day = i64::from(number(p)?);
+            let valid = (1..=12).contains(&month) && (1..=5).contains(&week) && day <= 6;
+            return valid.then_some(Date::Month(month, week, day));
+        }
+        Some(Date::Zero(i64::from(number(p)?).clamp(0, 365)))
+    }
+
+    fn number(p: &mut &[u8]) -> Option<i32> {
+        let len = p.iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 || len > 3 {
+            return None;
+        }
+        let value = std::str::from_utf8(&p[..len]).ok()?.parse().ok()?;
+        *p = &p[len..];
+        Some(value)
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+    fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    /// The date of a day since 1970-01-01 (H. Hinnant's `civil_from_days`).
+    fn civil_from_days(days: i64) -> (i64, i64, i64) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        (yoe + era * 400 + i64::from(month <= 2), month, day)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// 2024-03-31 01:00 UTC and 2024-10-27 01:00 UTC: Europe's DST changes.
+        const EU_START: i64 = 1_711_846_800;
+        const EU_END: i64 = 1_729_990_800;
+
+        #[test]
+        fn posix_rules() {
+            let cet = Zone::from_tz_var("CET-1CEST,M3.5.0,M10.5.0/3");
+            assert_eq!(cet.offset_at(EU_START - 1), 3600);
+            assert_eq!(cet.offset_at(EU_START), 7200);
+            assert_eq!(cet.offset_at(EU_END - 1), 7200);
+            assert_eq!(cet.offset_at(EU_END), 3600);
+            assert_eq!(
+                cet.format_iso(1_700_000_000_123),
+                "2023-11-14T23:13:20+01:00"
+            );
+            // New York, with the default US rules; Sydney, DST across the new year.
+            let ny = Zone::from_tz_var("<EST>5EDT");
+            assert_eq!(
+                ny.format_iso(1_700_000_000_000),
+                "2023-11-14T17:13:20-05:00"
+            );
+            assert_eq!(
+                ny.format_iso(1_720_000_000_000),
+                "2024-07-03T05:46:40-04:00"
+            );
+            let syd = Zone::from_tz_var("AEST-10AEDT,M10.1.0,M4.1.0/3");
+            assert_eq!(syd.offset_at(1_704_067_200), 11 * 3600);
+            assert_eq!(syd.offset_at(1_720_000_000), 10 * 3600);
+            let india = Zone::from_tz_var("<+0530>-5:30");
+            assert_eq!(india.format_iso(0), "1970-01-01T05:30:00+05:30");
+            for utc in ["", ":", "UTC0", "garbage!", "../../etc/passwd"] {
+                assert_eq!(
+                    Zone::from_tz_var(utc).format_iso(-1),
+                    "1969-12-31T23:59:59Z"
+                );
+            }
+        }
+
+        #[test]
+        fn tzif_transitions_and_footer() {
+            // A version 2 file: an empty v1 block, then two types (LMT +00:53:28, CET) and one
+            // transition in 1893, and a CET/CEST footer.
+            let header = |times: u32, types: u32, chars: u32| {
+                let mut h = b"TZif2".to_vec();
+                h.extend([0; 15]);
+                for count in [0, 0, 0, times, types, chars] {
+                    h.extend(u32::to_be_bytes(count));
+                }
+                h
+            };
+            let mut data = header(0, 1, 1);
+            data.extend([0, 0, 0, 0, 0, 0, 0]);
+            data.extend(header(1, 2, 8));
+            data.extend(i64::to_be_bytes(-2_422_054_408));
+            data.push(1);
+            data.extend(i32::to_be_bytes(3208));
+            data.extend([0, 0]);
+            data.extend(i32::to_be_bytes(3600));
+            data.extend([0, 4]);
+            data.extend(b"LMT\0CET\0");
+            data.extend(b"\nCET-1CEST,M3.5.0,M10.5.0/3\n");
+            let zone = Zone::from_tzif(&data).unwrap();
+            assert_eq!(zone.offset_at(-2_422_054_409), 3208);
+            // After the last transition, the footer decides.
+            assert_eq!(zone.offset_at(1_700_000_000), 3600);
+            assert_eq!(zone.offset_at(EU_START), 7200);
+            assert_eq!(zone.format_iso(EU_END * 1000), "2024-10-27T02:00:00+01:00");
+            assert!(Zone::from_tzif(b"TZif2").is_none());
+            assert!(Zone::from_tzif(&data[..data.len() - 40]).is_none());
+            // The system's own files, where there are any.
+            if let Some(berlin) = Zone::from_file(Path::new("/usr/share/zoneinfo/Europe/Berlin")) {
+                assert_eq!(berlin.offset_at(EU_START), 7200);
+                assert_eq!(berlin.offset_at(1_700_000_000), 3600);
+                assert_eq!(berlin.offset_at(4_102_444_800), 3600);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -139,12 +139,18 @@ fn start_baresip(server: &Server, user: &str, password: &str, transport: &str) -
     }
 }
 
-fn baresip_registers(transport: &str) {
+/// baresip 1.0 (libre 1.1) answers only the first WWW-Authenticate and gives up ("Register:
+/// Function not implemented") when that one is SHA-256, so by default the tests offer MD5 first,
+/// as Confab's config advises for such clients; `default_algorithms` keeps Confab's default.
+fn baresip_registers(transport: &str, default_algorithms: bool) {
     let user = format!("bs{transport}");
     let password = format!("secret-{transport}-42");
-    let spec = ServerSpec::new(&format!("baresip-{transport}"))
+    let mut spec = ServerSpec::new(&format!("baresip-{transport}"))
         .transports(Transports::ALL)
         .user(&user, &password);
+    if !default_algorithms {
+        spec = spec.set("auth", "algorithms", r#"["MD5", "SHA-256"]"#);
+    }
     let server = Server::start(spec);
     let mut phone = start_baresip(&server, &user, &password, transport);
     // The Contact names baresip's own listener for the transport it registered over.
@@ -188,10 +194,17 @@ fn baresip_registers(transport: &str) {
 
 #[test]
 fn baresip_registers_over_udp() {
-    baresip_registers("udp");
+    baresip_registers("udp", false);
 }
 
 #[test]
 fn baresip_registers_over_tls() {
-    baresip_registers("tls");
+    baresip_registers("tls", false);
+}
+
+/// Debian's baresip against Confab's default `auth.algorithms` (SHA-256 first): fails while the
+/// default offers SHA-256 first, since this phone reads only the first challenge.
+#[test]
+fn baresip_registers_with_the_default_digest_algorithms() {
+    baresip_registers("udp", true);
 }

@@ -38,7 +38,13 @@ fn read_lossy(path: &Path) -> String {
 fn sipp_registers(transport_flag: &str, contact_transport: &str, prefix: &str) {
     let sipp = require_program("sipp", "sip-tester");
     let users = users(prefix);
-    let mut spec = ServerSpec::new(&format!("sipp-{prefix}"));
+    // SIPp 3.6 answers only the first WWW-Authenticate and knows only MD5 ("createAuthHeader:
+    // authentication must use MD5"), so MD5 is offered first, as Confab's config advises.
+    let mut spec = ServerSpec::new(&format!("sipp-{prefix}")).set(
+        "auth",
+        "algorithms",
+        r#"["MD5", "SHA-256"]"#,
+    );
     for (u, p) in &users {
         spec = spec.user(u, p);
     }

@@ -19,7 +19,7 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// An epoll instance; level-triggered, readable interest only.
+/// An epoll instance; readable interest only.
 pub(crate) struct Epoll {
     fd: OwnedFd,
     events: Vec<libc::epoll_event>,
@@ -34,8 +34,12 @@ impl Epoll {
         Ok(Self { fd, events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)] })
     }
 
-    pub(crate) fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+    /// Registers `fd`. Edge-triggered: the owner must read until a read comes back short, or
+    /// remember to come back; level-triggered would re-poll every socket read in the previous
+    /// turn on each `epoll_wait`, a cost per packet.
+    pub(crate) fn add(&self, fd: RawFd, token: u64, edge: bool) -> io::Result<()> {
+        let flags = if edge { libc::EPOLLIN | libc::EPOLLET } else { libc::EPOLLIN };
+        let mut ev = libc::epoll_event { events: flags as u32, u64: token };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call.
         cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
         Ok(())
@@ -198,6 +202,8 @@ impl RecvBatch {
     }
 
     /// Reads up to `BATCH` datagrams without blocking; returns how many (0 when none waited).
+    /// Fewer than `BATCH` means the socket's queue was found empty (`recvmmsg` stops at the
+    /// first `EAGAIN`).
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.len = 0;
         for i in 0..BATCH {

@@ -81,6 +81,10 @@ pub(crate) struct Worker {
     by_id: HashMap<SessionId, u32>,
     recv: RecvBatch,
     send: SendBatch,
+    /// Sockets that filled a whole batch (edge-triggered: no new edge will come for what is
+    /// still queued), served again next turn after the ready ones.
+    again: Vec<u64>,
+    again_next: Vec<u64>,
 }
 
 impl Worker {
@@ -91,7 +95,7 @@ impl Worker {
         latch: LatchConfig,
     ) -> io::Result<Self> {
         let epoll = Epoll::new(1024)?;
-        epoll.add(wake.raw(), WAKE_TOKEN)?;
+        epoll.add(wake.raw(), WAKE_TOKEN, false)?;
         Ok(Self {
             epoll,
             commands,
@@ -103,6 +107,8 @@ impl Worker {
             by_id: HashMap::new(),
             recv: RecvBatch::new(),
             send: SendBatch::new(),
+            again: Vec::new(),
+            again_next: Vec::new(),
         })
     }
 
@@ -110,7 +116,8 @@ impl Worker {
     /// worker closes every socket it still owns and returns the ports to the pool.
     pub(crate) fn run(mut self) {
         loop {
-            let ready = match self.epoll.wait(-1) {
+            let timeout = if self.again.is_empty() { -1 } else { 0 };
+            let ready = match self.epoll.wait(timeout) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "media worker: epoll_wait failed; stopping");
@@ -126,6 +133,13 @@ impl Worker {
                     self.handle_readable(t);
                 }
             }
+            // Sockets left with queued datagrams last turn; each may queue itself again.
+            std::mem::swap(&mut self.again, &mut self.again_next);
+            for i in 0..self.again_next.len() {
+                let t = self.again_next[i];
+                self.handle_readable(t);
+            }
+            self.again_next.clear();
             if stop {
                 return;
             }
@@ -145,10 +159,15 @@ impl Worker {
         let n = match self.recv.recv(entry.fd(leg, channel)) {
             Ok(n) => n,
             Err(e) => {
+                // A socket error is reported once (and cleared); datagrams may still be queued.
                 tracing::debug!(error = %e, session = %entry.id, "media receive error");
+                self.again.push(t);
                 return;
             }
         };
+        if n == sys::BATCH {
+            self.again.push(t);
+        }
         if n == 0 {
             return;
         }
@@ -232,7 +251,7 @@ impl Worker {
         for leg in [Leg::A, Leg::B] {
             for channel in [Channel::Rtp, Channel::Rtcp] {
                 let fd = entry.fd(leg, channel);
-                if let Err(e) = self.epoll.add(fd, token(slot, generation, leg, channel)) {
+                if let Err(e) = self.epoll.add(fd, token(slot, generation, leg, channel), true) {
                     for fd in added {
                         let _ = self.epoll.delete(fd);
                     }

@@ -7,6 +7,7 @@
 //! tested deterministically.
 
 pub mod auth;
+pub mod dialog;
 mod error;
 pub mod framing;
 pub mod header;

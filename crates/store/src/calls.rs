@@ -343,7 +343,11 @@ mod tests {
         for items in [
             vec![],
             vec!["sip:alice@10.0.0.1:5060;transport=tcp".to_owned()],
-            vec!["a\"b\\c".to_owned(), "tab\there\nnl\u{1}".to_owned(), "Zoë 😀".to_owned()],
+            vec![
+                "a\"b\\c".to_owned(),
+                "tab\there\nnl\u{1}".to_owned(),
+                "Zoë 😀".to_owned(),
+            ],
         ] {
             let text = encode_string_array(&items);
             assert_eq!(decode_string_array(&text), Some(items), "{text}");
@@ -352,7 +356,17 @@ mod tests {
             decode_string_array(" [ \"a\" , \"\\u00e9\\ud83d\\ude00\\/\" ] "),
             Some(vec!["a".to_owned(), "é😀/".to_owned()])
         );
-        for bad in ["", "[", "[\"a\"", "[\"a\",]", "[1]", "{}", "[\"a\"] x", "[\"\\x\"]", "[]]"] {
+        for bad in [
+            "",
+            "[",
+            "[\"a\"",
+            "[\"a\",]",
+            "[1]",
+            "{}",
+            "[\"a\"] x",
+            "[\"\\x\"]",
+            "[]]",
+        ] {
             assert_eq!(decode_string_array(bad), None, "{bad}");
         }
     }

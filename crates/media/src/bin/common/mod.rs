@@ -168,9 +168,6 @@ impl Batch {
         &mut self.bufs[i][..len]
     }
 
-    /// Turns received datagram `i` around: send it back where it came from.
-    pub fn keep_for_echo(&mut self) {}
-
     /// Sends the queued datagrams; returns how many the kernel took (the rest are dropped).
     pub fn send(&mut self, fd: RawFd) -> usize {
         let total = self.len;
