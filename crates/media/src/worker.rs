@@ -117,6 +117,8 @@ impl Worker {
     pub(crate) fn run(mut self) {
         loop {
             let timeout = if self.again.is_empty() { -1 } else { 0 };
+            // Last turn's leftovers are served after this turn's ready sockets.
+            std::mem::swap(&mut self.again, &mut self.again_next);
             let ready = match self.epoll.wait(timeout) {
                 Ok(n) => n,
                 Err(e) => {
@@ -133,8 +135,7 @@ impl Worker {
                     self.handle_readable(t);
                 }
             }
-            // Sockets left with queued datagrams last turn; each may queue itself again.
-            std::mem::swap(&mut self.again, &mut self.again_next);
+            // Bounded: each socket's queue (its receive buffer) bounds how often it comes back.
             for i in 0..self.again_next.len() {
                 let t = self.again_next[i];
                 self.handle_readable(t);
