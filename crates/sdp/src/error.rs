@@ -128,8 +128,14 @@ mod tests {
 
     #[test]
     fn reasons_read_as_reason_phrases() {
-        assert_eq!(SdpError::BadField { kind: 'm', line: 7 }.to_string(), "Bad m= line (line 7)");
-        assert_eq!(SdpError::MissingConnection { media: 0 }.to_string(), "Missing c= for media 0");
+        assert_eq!(
+            SdpError::BadField { kind: 'm', line: 7 }.to_string(),
+            "Bad m= line (line 7)"
+        );
+        assert_eq!(
+            SdpError::MissingConnection { media: 0 }.to_string(),
+            "Missing c= for media 0"
+        );
         assert_eq!(SdpError::NotUtf8.to_string(), "Not UTF-8");
         assert_eq!(SdpError::Missing('o').status(), 488);
         assert!(SdpError::NotUtf8.is_malformed());

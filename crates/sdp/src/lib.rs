@@ -15,6 +15,20 @@
 //! 4. [`rewrite_for_relay`] with the relay's address and ports and the *other* leg's
 //!    [`OriginState`], and send [`SessionDescription::to_bytes`] there.
 //!
+//! ```
+//! use confab_sdp::{rewrite_for_relay, OriginState, SessionDescription};
+//!
+//! let body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+//!              m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
+//! let offer = SessionDescription::parse(body)?;
+//! assert_eq!(offer.media_connection(0), Some("192.0.2.1:4000".parse().unwrap()));
+//! let mut callee_leg = OriginState::new(42);
+//! let out = rewrite_for_relay(&offer, "127.0.0.1".parse().unwrap(), &[20000], &mut callee_leg);
+//! assert_eq!(out.media_connection(0), Some("127.0.0.1:20000".parse().unwrap()));
+//! assert_eq!(out.codecs(0), offer.codecs(0));
+//! # Ok::<(), confab_sdp::SdpError>(())
+//! ```
+//!
 //! Not done here: ICE, DTLS and SDES are passed through or dropped, never negotiated; no
 //! bundling (RFC 9143) or simulcast logic; `a=charset` other than UTF-8 is not supported.
 
@@ -26,7 +40,9 @@ mod query;
 mod write;
 
 pub use error::SdpError;
-pub use model::{Attribute, Codec, Connection, Direction, Line, Media, Origin, SessionDescription, Time};
+pub use model::{
+    Attribute, Codec, Connection, Direction, Line, Media, Origin, SessionDescription, Time,
+};
 pub use offer_answer::{check_answer, intersect, rewrite_for_relay, OriginState};
 pub use parse::{MAX_BYTES, MAX_LINES, MAX_MEDIA};
 

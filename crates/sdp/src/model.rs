@@ -7,6 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// One session description. `v=` is not stored: RFC 8866 §5.1 defines only version 0, the
 /// parser refuses anything else and the serialiser writes `v=0`.
+///
+/// Parsed values never hold CR, LF or NUL; code that builds or edits one must keep it so
+/// (and must not put a typed letter such as `m` or `a` in `other`), or the bytes written will
+/// not be the description meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionDescription {
     /// `o=` (RFC 8866 §5.2).
@@ -146,7 +150,10 @@ impl SessionDescription {
             session_name: "-".to_owned(),
             connection: None,
             bandwidths: Vec::new(),
-            times: vec![Time { value: "0 0".to_owned(), repeats: Vec::new() }],
+            times: vec![Time {
+                value: "0 0".to_owned(),
+                repeats: Vec::new(),
+            }],
             attributes: Vec::new(),
             media: Vec::new(),
             other: Vec::new(),
@@ -199,7 +206,11 @@ impl From<IpAddr> for Connection {
             IpAddr::V4(_) => "IP4",
             IpAddr::V6(_) => "IP6",
         };
-        Self { net_type: "IN".to_owned(), addr_type: addr_type.to_owned(), address: ip.to_string() }
+        Self {
+            net_type: "IN".to_owned(),
+            addr_type: addr_type.to_owned(),
+            address: ip.to_string(),
+        }
     }
 }
 
@@ -242,7 +253,8 @@ impl Media {
 
     /// Replaces any media-level direction attribute with `direction` (appended last).
     pub fn set_direction(&mut self, direction: Direction) {
-        self.attributes.retain(|a| Direction::from_name(&a.name).is_none());
+        self.attributes
+            .retain(|a| Direction::from_name(&a.name).is_none());
         self.attributes.push(Attribute::flag(direction.as_str()));
     }
 }
@@ -250,12 +262,18 @@ impl Media {
 impl Attribute {
     /// `a=<name>:<value>`.
     pub fn new(name: &str, value: &str) -> Self {
-        Self { name: name.to_owned(), value: Some(value.to_owned()) }
+        Self {
+            name: name.to_owned(),
+            value: Some(value.to_owned()),
+        }
     }
 
     /// `a=<name>` (a property attribute).
     pub fn flag(name: &str) -> Self {
-        Self { name: name.to_owned(), value: None }
+        Self {
+            name: name.to_owned(),
+            value: None,
+        }
     }
 }
 
@@ -272,9 +290,14 @@ impl Direction {
 
     /// The direction named by an attribute name (ASCII case-insensitive).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::SendRecv, Self::SendOnly, Self::RecvOnly, Self::Inactive]
-            .into_iter()
-            .find(|d| name.eq_ignore_ascii_case(d.as_str()))
+        [
+            Self::SendRecv,
+            Self::SendOnly,
+            Self::RecvOnly,
+            Self::Inactive,
+        ]
+        .into_iter()
+        .find(|d| name.eq_ignore_ascii_case(d.as_str()))
     }
 
     /// The direction seen from the other end: sendonly and recvonly swap (RFC 3264 §6.1).
@@ -309,9 +332,13 @@ impl Codec {
 }
 
 pub(crate) fn find_attribute<'a>(attributes: &'a [Attribute], name: &str) -> Option<&'a Attribute> {
-    attributes.iter().find(|a| a.name.eq_ignore_ascii_case(name))
+    attributes
+        .iter()
+        .find(|a| a.name.eq_ignore_ascii_case(name))
 }
 
 pub(crate) fn direction_of(attributes: &[Attribute]) -> Option<Direction> {
-    attributes.iter().find_map(|a| Direction::from_name(&a.name))
+    attributes
+        .iter()
+        .find_map(|a| Direction::from_name(&a.name))
 }

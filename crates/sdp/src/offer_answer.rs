@@ -44,12 +44,20 @@ impl OriginState {
     /// unique, e.g. from the caller's seeded random source; the first version equals it, as
     /// RFC 8866 §5.2 suggests both start from an NTP-like value.
     pub fn new(session_id: u64) -> Self {
-        Self { username: "-".to_owned(), session_id, version: session_id, last_sent: None }
+        Self {
+            username: "-".to_owned(),
+            session_id,
+            version: session_id,
+            last_sent: None,
+        }
     }
 
     /// The same with a user name; one without a space or control character, else `-`.
     pub fn with_username(mut self, username: &str) -> Self {
-        let ok = !username.is_empty() && !username.chars().any(|c| c.is_whitespace() || c.is_control());
+        let ok = !username.is_empty()
+            && !username
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
         self.username = if ok { username } else { "-" }.to_owned();
         self
     }
@@ -124,7 +132,8 @@ pub fn rewrite_for_relay(
             }
             _ => {
                 m.port = 0;
-                m.attributes.retain(|a| !a.name.eq_ignore_ascii_case("rtcp"));
+                m.attributes
+                    .retain(|a| !a.name.eq_ignore_ascii_case("rtcp"));
             }
         }
     }
@@ -134,11 +143,20 @@ pub fn rewrite_for_relay(
 
 fn rewrite_rtcp(m: &mut Media, relay_ip: IpAddr, port: u16) {
     let Some(rtcp_port) = port.checked_add(1) else {
-        m.attributes.retain(|a| !a.name.eq_ignore_ascii_case("rtcp"));
+        m.attributes
+            .retain(|a| !a.name.eq_ignore_ascii_case("rtcp"));
         return;
     };
-    for a in m.attributes.iter_mut().filter(|a| a.name.eq_ignore_ascii_case("rtcp")) {
-        let with_address = a.value.as_deref().and_then(parse_rtcp).is_some_and(|(_, c)| c.is_some());
+    for a in m
+        .attributes
+        .iter_mut()
+        .filter(|a| a.name.eq_ignore_ascii_case("rtcp"))
+    {
+        let with_address = a
+            .value
+            .as_deref()
+            .and_then(parse_rtcp)
+            .is_some_and(|(_, c)| c.is_some());
         a.value = Some(if with_address {
             let c = Connection::from(relay_ip);
             format!("{rtcp_port} {} {} {}", c.net_type, c.addr_type, c.address)
@@ -156,9 +174,15 @@ fn rewrite_rtcp(m: &mut Media, relay_ip: IpAddr, port: u16) {
 /// Not checked, on purpose: extra formats in the answer (allowed by §6.1), the transport
 /// protocol, and direction rules (§6.1 MUSTs that real UAs break on hold; the relay can
 /// enforce direction itself).
-pub fn check_answer(offer: &SessionDescription, answer: &SessionDescription) -> Result<(), SdpError> {
+pub fn check_answer(
+    offer: &SessionDescription,
+    answer: &SessionDescription,
+) -> Result<(), SdpError> {
     if offer.media.len() != answer.media.len() {
-        return Err(SdpError::MediaCountMismatch { offer: offer.media.len(), answer: answer.media.len() });
+        return Err(SdpError::MediaCountMismatch {
+            offer: offer.media.len(),
+            answer: answer.media.len(),
+        });
     }
     for (i, (o, a)) in offer.media.iter().zip(&answer.media).enumerate() {
         if o.port == 0 {
@@ -173,15 +197,26 @@ pub fn check_answer(offer: &SessionDescription, answer: &SessionDescription) -> 
         if !o.kind.eq_ignore_ascii_case(&a.kind) {
             return Err(SdpError::MediaTypeMismatch { media: i });
         }
-        let offered_unicast = offer.media_connection(i).is_some_and(|s| !s.ip().is_multicast());
-        if offered_unicast && answer.media_connection(i).is_some_and(|s| s.ip().is_multicast()) {
+        let offered_unicast = offer
+            .media_connection(i)
+            .is_some_and(|s| !s.ip().is_multicast());
+        if offered_unicast
+            && answer
+                .media_connection(i)
+                .is_some_and(|s| s.ip().is_multicast())
+        {
             return Err(SdpError::MulticastAnswer { media: i });
         }
         let common = if o.is_rtp() && a.is_rtp() {
             let offered = offer.codecs(i);
-            answer.codecs(i).iter().any(|c| offered.iter().any(|d| compatible(c, d)))
+            answer
+                .codecs(i)
+                .iter()
+                .any(|c| offered.iter().any(|d| compatible(c, d)))
         } else {
-            a.formats.iter().any(|f| o.formats.iter().any(|g| f.eq_ignore_ascii_case(g)))
+            a.formats
+                .iter()
+                .any(|f| o.formats.iter().any(|g| f.eq_ignore_ascii_case(g)))
         };
         if !common {
             return Err(SdpError::NoCommonFormat { media: i });
@@ -192,7 +227,8 @@ pub fn check_answer(offer: &SessionDescription, answer: &SessionDescription) -> 
 
 /// The same encoding, or the same payload type where one side does not name it.
 fn compatible(a: &Codec, b: &Codec) -> bool {
-    a.same_encoding(b) || (a.payload_type == b.payload_type && (a.name.is_empty() || b.name.is_empty()))
+    a.same_encoding(b)
+        || (a.payload_type == b.payload_type && (a.name.is_empty() || b.name.is_empty()))
 }
 
 /// True for formats that carry no media of their own: RFC 4733 events and RFC 3389 comfort
@@ -213,20 +249,36 @@ pub fn intersect(offer: &SessionDescription, supported: &SessionDescription) -> 
         if m.port == 0 {
             continue;
         }
-        let Some(j) = supported.media.iter().position(|s| s.kind.eq_ignore_ascii_case(&m.kind)) else {
+        let Some(j) = supported
+            .media
+            .iter()
+            .position(|s| s.kind.eq_ignore_ascii_case(&m.kind))
+        else {
             m.port = 0;
             continue;
         };
         let (kept, useful) = if m.is_rtp() && supported.media[j].is_rtp() {
             let ours = supported.codecs(j);
-            let kept: Vec<Codec> =
-                offer.codecs(i).into_iter().filter(|c| ours.iter().any(|o| c.same_encoding(o))).collect();
+            let kept: Vec<Codec> = offer
+                .codecs(i)
+                .into_iter()
+                .filter(|c| ours.iter().any(|o| c.same_encoding(o)))
+                .collect();
             let useful = kept.iter().any(|c| !is_auxiliary(c));
-            (kept.into_iter().map(|c| c.payload_type.to_string()).collect::<Vec<_>>(), useful)
+            (
+                kept.into_iter()
+                    .map(|c| c.payload_type.to_string())
+                    .collect::<Vec<_>>(),
+                useful,
+            )
         } else {
             let ours = &supported.media[j].formats;
-            let kept: Vec<String> =
-                m.formats.iter().filter(|f| ours.iter().any(|o| o.eq_ignore_ascii_case(f))).cloned().collect();
+            let kept: Vec<String> = m
+                .formats
+                .iter()
+                .filter(|f| ours.iter().any(|o| o.eq_ignore_ascii_case(f)))
+                .cloned()
+                .collect();
             let useful = !kept.is_empty();
             (kept, useful)
         };
@@ -236,11 +288,17 @@ pub fn intersect(offer: &SessionDescription, supported: &SessionDescription) -> 
         }
         if m.is_rtp() {
             m.attributes.retain(|a| {
-                let per_payload = ["rtpmap", "fmtp", "rtcp-fb"].iter().any(|n| a.name.eq_ignore_ascii_case(n));
+                let per_payload = ["rtpmap", "fmtp", "rtcp-fb"]
+                    .iter()
+                    .any(|n| a.name.eq_ignore_ascii_case(n));
                 if !per_payload {
                     return true;
                 }
-                let pt = a.value.as_deref().and_then(|v| v.split_ascii_whitespace().next()).unwrap_or("");
+                let pt = a
+                    .value
+                    .as_deref()
+                    .and_then(|v| v.split_ascii_whitespace().next())
+                    .unwrap_or("");
                 pt == "*" || kept.iter().any(|k| k == pt)
             });
         }

@@ -87,19 +87,27 @@ pub(crate) fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
         let index = media.len().wrapping_sub(1);
         if let Some(m) = media.last_mut() {
             match kind {
-                'v' | 'o' | 's' | 't' | 'r' => return Err(SdpError::Misplaced { kind, media: index }),
+                'v' | 'o' | 's' | 't' | 'r' => {
+                    return Err(SdpError::Misplaced { kind, media: index })
+                }
                 'c' => {
                     let c = parse_connection(no, value)?;
                     if m.connection.is_none() {
                         m.connection = Some(c);
                     } else {
                         // RFC 8866 §5.7: several c= per media only for layered multicast.
-                        m.other.push(Line { kind, value: value.to_owned() });
+                        m.other.push(Line {
+                            kind,
+                            value: value.to_owned(),
+                        });
                     }
                 }
                 'b' => m.bandwidths.push(parse_bandwidth(no, value)?),
                 'a' => m.attributes.push(parse_attribute(no, value)?),
-                _ => m.other.push(Line { kind, value: value.to_owned() }),
+                _ => m.other.push(Line {
+                    kind,
+                    value: value.to_owned(),
+                }),
             }
             continue;
         }
@@ -132,21 +140,30 @@ pub(crate) fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
                 if !ok {
                     return Err(SdpError::BadField { kind, line: no });
                 }
-                times.push(Time { value: value.to_owned(), repeats: Vec::new() });
+                times.push(Time {
+                    value: value.to_owned(),
+                    repeats: Vec::new(),
+                });
             }
             'r' => match times.last_mut() {
                 Some(t) => t.repeats.push(value.to_owned()),
                 None => return Err(SdpError::BadField { kind, line: no }),
             },
             'a' => attributes.push(parse_attribute(no, value)?),
-            _ => other.push(Line { kind, value: value.to_owned() }),
+            _ => other.push(Line {
+                kind,
+                value: value.to_owned(),
+            }),
         }
     }
 
     let origin = origin.ok_or(SdpError::Missing('o'))?;
     if times.is_empty() {
         // Lenient: some UAs leave t= out; "0 0" is the only value SIP uses (RFC 3264 §5).
-        times.push(Time { value: "0 0".to_owned(), repeats: Vec::new() });
+        times.push(Time {
+            value: "0 0".to_owned(),
+            repeats: Vec::new(),
+        });
     }
     // Keep the stored order equal to the output order, so that parse(to_bytes(x)) == x.
     other.sort_by_key(|l: &Line| session_rank(l.kind));
@@ -198,7 +215,10 @@ fn digits<T: std::str::FromStr>(s: &str) -> Option<T> {
 }
 
 fn parse_origin(no: usize, value: &str) -> Result<Origin, SdpError> {
-    let bad = || SdpError::BadField { kind: 'o', line: no };
+    let bad = || SdpError::BadField {
+        kind: 'o',
+        line: no,
+    };
     let mut f = value.split_ascii_whitespace();
     let mut next = || f.next().map(str::to_owned).ok_or_else(bad);
     let origin = Origin {
@@ -226,7 +246,10 @@ fn parse_connection(no: usize, value: &str) -> Result<Connection, SdpError> {
             addr_type: t.to_owned(),
             address: a.to_owned(),
         }),
-        _ => Err(SdpError::BadField { kind: 'c', line: no }),
+        _ => Err(SdpError::BadField {
+            kind: 'c',
+            line: no,
+        }),
     }
 }
 
@@ -234,7 +257,10 @@ fn parse_connection(no: usize, value: &str) -> Result<Connection, SdpError> {
 fn parse_bandwidth(no: usize, value: &str) -> Result<String, SdpError> {
     match value.split_once(':') {
         Some((t, _)) if !t.trim_ascii().is_empty() => Ok(value.to_owned()),
-        _ => Err(SdpError::BadField { kind: 'b', line: no }),
+        _ => Err(SdpError::BadField {
+            kind: 'b',
+            line: no,
+        }),
     }
 }
 
@@ -246,14 +272,23 @@ fn parse_attribute(no: usize, value: &str) -> Result<Attribute, SdpError> {
     };
     let name = name.trim_ascii();
     if name.is_empty() {
-        return Err(SdpError::BadField { kind: 'a', line: no });
+        return Err(SdpError::BadField {
+            kind: 'a',
+            line: no,
+        });
     }
-    Ok(Attribute { name: name.to_owned(), value })
+    Ok(Attribute {
+        name: name.to_owned(),
+        value,
+    })
 }
 
 /// `m=<media> <port>[/<number of ports>] <proto> <fmt> ...` (RFC 8866 §5.14).
 fn parse_media(no: usize, value: &str) -> Result<Media, SdpError> {
-    let bad = || SdpError::BadField { kind: 'm', line: no };
+    let bad = || SdpError::BadField {
+        kind: 'm',
+        line: no,
+    };
     let mut f = value.split_ascii_whitespace();
     let kind = f.next().ok_or_else(bad)?;
     let port_field = f.next().ok_or_else(bad)?;
@@ -280,7 +315,12 @@ fn parse_media(no: usize, value: &str) -> Result<Media, SdpError> {
         return Err(bad());
     }
     // RTP formats are payload type numbers, 0-127 (RFC 3550 §5.1: a 7-bit field).
-    if media.is_rtp() && !media.formats.iter().all(|p| digits::<u8>(p).is_some_and(|p| p < 128)) {
+    if media.is_rtp()
+        && !media
+            .formats
+            .iter()
+            .all(|p| digits::<u8>(p).is_some_and(|p| p < 128))
+    {
         return Err(bad());
     }
     Ok(media)

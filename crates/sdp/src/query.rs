@@ -29,7 +29,10 @@ impl SessionDescription {
     pub fn rtcp_address(&self, index: usize) -> Option<SocketAddr> {
         let rtp = self.media_connection(index)?;
         let m = self.media.get(index)?;
-        if let Some((port, address)) = m.attribute("rtcp").and_then(|a| parse_rtcp(a.value.as_deref()?)) {
+        if let Some((port, address)) = m
+            .attribute("rtcp")
+            .and_then(|a| parse_rtcp(a.value.as_deref()?))
+        {
             let ip = match address {
                 Some(c) => c.ip()?,
                 None => rtp.ip(),
@@ -119,11 +122,16 @@ impl SessionDescription {
     }
 }
 
-/// `<encoding name>/<clock rate>[/<encoding parameters>]` (RFC 8866 §6.6).
+/// `<encoding name>/<clock rate>[/<encoding parameters>]` (RFC 8866 §6.6). Lenient: a name
+/// without a clock rate (RFC 4475 sdp01 has `a=rtpmap:31 LPC`) still names the payload type,
+/// with clock rate 0, because the sender meant that name rather than the static one.
 fn parse_rtpmap(value: &str) -> Option<(&str, u32, Option<u8>)> {
     let mut f = value.split('/');
     let name = f.next()?.trim_ascii();
-    let clock = f.next()?.trim_ascii().parse().ok()?;
+    let clock = match f.next() {
+        Some(c) => c.trim_ascii().parse().ok()?,
+        None => 0,
+    };
     let channels = f.next().and_then(|c| c.trim_ascii().parse().ok());
     (!name.is_empty()).then_some((name, clock, channels))
 }
@@ -140,7 +148,11 @@ pub(crate) fn parse_rtcp(value: &str) -> Option<(u16, Option<Connection>)> {
         (None, ..) => Some((port, None)),
         (Some(n), Some(t), Some(a)) => Some((
             port,
-            Some(Connection { net_type: n.to_owned(), addr_type: t.to_owned(), address: a.to_owned() }),
+            Some(Connection {
+                net_type: n.to_owned(),
+                addr_type: t.to_owned(),
+                address: a.to_owned(),
+            }),
         )),
         _ => None,
     }

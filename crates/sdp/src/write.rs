@@ -85,7 +85,13 @@ impl SessionDescription {
     ///
     /// Whatever [`parse`](Self::parse) returned serialises to bytes that parse back equal.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let lines = 8 + self.attributes.len() + self.media.iter().map(|m| 2 + m.attributes.len()).sum::<usize>();
+        let lines = 8
+            + self.attributes.len()
+            + self
+                .media
+                .iter()
+                .map(|m| 2 + m.attributes.len())
+                .sum::<usize>();
         let mut out = String::with_capacity(lines * 32);
         // Writing into a String cannot fail.
         let _ = write!(out, "{self}");

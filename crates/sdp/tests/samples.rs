@@ -20,14 +20,19 @@ fn samples_round_trip_byte_for_byte() {
     for (name, text) in ALL {
         let bytes = crlf(text);
         let sdp = SessionDescription::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(String::from_utf8(sdp.to_bytes()).unwrap(), String::from_utf8(bytes).unwrap(), "{name}");
+        assert_eq!(
+            String::from_utf8(sdp.to_bytes()).unwrap(),
+            String::from_utf8(bytes).unwrap(),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn bare_lf_parses_like_crlf() {
     for (name, text) in ALL {
-        let lf = SessionDescription::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let lf =
+            SessionDescription::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(lf, parse(text), "{name}");
         assert_eq!(lf.to_bytes(), crlf(text), "{name}: output uses CRLF");
     }
@@ -42,10 +47,24 @@ fn baresip_queries() {
     assert_eq!(sdp.direction(0), Direction::SendRecv);
     assert!(!sdp.legacy_hold(0));
     let codecs = sdp.codecs(0);
-    let names: Vec<_> = codecs.iter().map(|c| (c.payload_type, c.name.as_str(), c.clock_rate)).collect();
-    assert_eq!(names, [(9, "G722", 8000), (0, "PCMU", 8000), (8, "PCMA", 8000), (101, "telephone-event", 8000)]);
+    let names: Vec<_> = codecs
+        .iter()
+        .map(|c| (c.payload_type, c.name.as_str(), c.clock_rate))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (9, "G722", 8000),
+            (0, "PCMU", 8000),
+            (8, "PCMA", 8000),
+            (101, "telephone-event", 8000)
+        ]
+    );
     assert_eq!(codecs[3].fmtp.as_deref(), Some("0-15"));
-    assert_eq!(sdp.attribute("tool").and_then(|a| a.value.as_deref()), Some("baresip 3.10.1"));
+    assert_eq!(
+        sdp.attribute("tool").and_then(|a| a.value.as_deref()),
+        Some("baresip 3.10.1")
+    );
     assert_eq!(sdp.media[0].bandwidths, ["AS:80"]);
     // Out of range: nothing, never a panic.
     assert_eq!(sdp.media_connection(1), None);
@@ -73,10 +92,20 @@ fn linphone_rfc3605_rtcp_and_channels() {
     );
     // G.729 is static: named from RFC 3551 with its fmtp kept.
     let g729 = audio.iter().find(|c| c.payload_type == 18).unwrap();
-    assert_eq!((g729.name.as_str(), g729.clock_rate, g729.fmtp.as_deref()), ("G729", 8000, Some("annexb=yes")));
-    let events: Vec<_> = audio.iter().filter(|c| c.name == "telephone-event").map(|c| c.clock_rate).collect();
+    assert_eq!(
+        (g729.name.as_str(), g729.clock_rate, g729.fmtp.as_deref()),
+        ("G729", 8000, Some("annexb=yes"))
+    );
+    let events: Vec<_> = audio
+        .iter()
+        .filter(|c| c.name == "telephone-event")
+        .map(|c| c.clock_rate)
+        .collect();
     assert_eq!(events, [48000, 16000, 8000]);
-    assert_eq!(sdp.codecs(1)[1].fmtp.as_deref(), Some("profile-level-id=42801F"));
+    assert_eq!(
+        sdp.codecs(1)[1].fmtp.as_deref(),
+        Some("profile-level-id=42801F")
+    );
 }
 
 #[test]
@@ -87,7 +116,10 @@ fn pjsip_media_level_connection_and_rtcp_address() {
     assert_eq!(sdp.rtcp_address(0), addr("192.0.2.33:4001"));
     assert_eq!(sdp.bandwidths, ["AS:84"]);
     assert_eq!(sdp.media[0].bandwidths, ["TIAS:64000"]);
-    assert_eq!(sdp.attribute("x-nat").and_then(|a| a.value.as_deref()), Some("0"));
+    assert_eq!(
+        sdp.attribute("x-nat").and_then(|a| a.value.as_deref()),
+        Some("0")
+    );
 }
 
 #[test]
@@ -102,7 +134,11 @@ fn webrtc_offer() {
     assert_eq!(sdp.rtcp_address(0), None);
     // 0.0.0.0 in a=rtcp, not in c=, and ICE is in use: not a hold.
     assert!(!sdp.legacy_hold(0));
-    assert_eq!(sdp.attribute("msid-semantic").and_then(|a| a.value.as_deref()), Some(" WMS 7f3c6ae0-1f2b-4c55-9d2e-b1c1b0a1c2d3"));
+    assert_eq!(
+        sdp.attribute("msid-semantic")
+            .and_then(|a| a.value.as_deref()),
+        Some(" WMS 7f3c6ae0-1f2b-4c55-9d2e-b1c1b0a1c2d3")
+    );
     let codecs = sdp.codecs(0);
     assert_eq!(codecs.len(), 8);
     assert_eq!(codecs[1].fmtp.as_deref(), Some("111/111"));
@@ -110,7 +146,9 @@ fn webrtc_offer() {
 
 #[test]
 fn webrtc_trickle_placeholder_is_not_a_hold() {
-    let text = WEBRTC.replace("c=IN IP4 203.0.113.5", "c=IN IP4 0.0.0.0").replace("m=audio 54321", "m=audio 9");
+    let text = WEBRTC
+        .replace("c=IN IP4 203.0.113.5", "c=IN IP4 0.0.0.0")
+        .replace("m=audio 54321", "m=audio 9");
     let sdp = parse(&text);
     assert!(!sdp.legacy_hold(0));
     assert_eq!(sdp.media_connection(0), None);
@@ -132,7 +170,11 @@ fn held_calls() {
     assert_eq!(sendonly.media_connection(0), addr("192.0.2.10:10794"));
 
     let old = parse(HOLD_2543);
-    assert_eq!(old.direction(0), Direction::SendRecv, "no attribute: sendrecv, the flag tells hold");
+    assert_eq!(
+        old.direction(0),
+        Direction::SendRecv,
+        "no attribute: sendrecv, the flag tells hold"
+    );
     assert!(old.legacy_hold(0));
     assert_eq!(old.media_connection(0), None);
     assert_eq!(old.rtcp_address(0), None);
@@ -140,18 +182,33 @@ fn held_calls() {
     // Session-level direction applies unless the media says otherwise (RFC 3264 §5.1).
     let text = SIPP.replace("t=0 0\n", "t=0 0\na=inactive\n");
     assert_eq!(parse(&text).direction(0), Direction::Inactive);
-    let text = text.replace("a=rtpmap:0 PCMU/8000\n", "a=rtpmap:0 PCMU/8000\na=recvonly\n");
+    let text = text.replace(
+        "a=rtpmap:0 PCMU/8000\n",
+        "a=rtpmap:0 PCMU/8000\na=recvonly\n",
+    );
     assert_eq!(parse(&text).direction(0), Direction::RecvOnly);
 }
 
 #[test]
 fn static_payload_types_without_rtpmap() {
     let sdp = parse("v=0\no=- 1 1 IN IP4 192.0.2.1\ns=-\nc=IN IP4 192.0.2.1\nt=0 0\nm=audio 5004 RTP/AVP 0 3 8 9 18 13 96\n");
-    let got: Vec<_> = sdp.codecs(0).into_iter().map(|c| (c.payload_type, c.name, c.clock_rate)).collect();
-    let want: Vec<(u8, String, u32)> = [(0, "PCMU", 8000), (3, "GSM", 8000), (8, "PCMA", 8000), (9, "G722", 8000), (18, "G729", 8000), (13, "CN", 8000), (96, "", 0)]
+    let got: Vec<_> = sdp
+        .codecs(0)
         .into_iter()
-        .map(|(p, n, r)| (p, n.to_owned(), r))
+        .map(|c| (c.payload_type, c.name, c.clock_rate))
         .collect();
+    let want: Vec<(u8, String, u32)> = [
+        (0, "PCMU", 8000),
+        (3, "GSM", 8000),
+        (8, "PCMA", 8000),
+        (9, "G722", 8000),
+        (18, "G729", 8000),
+        (13, "CN", 8000),
+        (96, "", 0),
+    ]
+    .into_iter()
+    .map(|(p, n, r)| (p, n.to_owned(), r))
+    .collect();
     assert_eq!(got, want);
 }
 
@@ -202,7 +259,9 @@ f=v/2/25
 
 #[test]
 fn lenient_on_missing_s_and_t_and_blank_lines() {
-    let sdp = parse("v=0\n\no=- 1 1 IN IP4 192.0.2.1\nc=IN IP4 192.0.2.1\n\nm=audio 4000 RTP/AVP 0\n\n\n");
+    let sdp = parse(
+        "v=0\n\no=- 1 1 IN IP4 192.0.2.1\nc=IN IP4 192.0.2.1\n\nm=audio 4000 RTP/AVP 0\n\n\n",
+    );
     assert_eq!(sdp.session_name, "-");
     assert_eq!(sdp.times[0].value, "0 0");
     assert_eq!(SessionDescription::parse(&sdp.to_bytes()).unwrap(), sdp);

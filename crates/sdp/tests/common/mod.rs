@@ -5,18 +5,21 @@
 use std::path::{Path, PathBuf};
 
 /// `text` with LF line ends turned into CRLF, as user agents send it.
-pub fn crlf(text: &str) -> Vec<u8> {
+pub(crate) fn crlf(text: &str) -> Vec<u8> {
     text.replace('\n', "\r\n").into_bytes()
 }
 
 /// The SDP body of a SIP message file: everything after the first empty line.
-pub fn body_of(message: &[u8]) -> &[u8] {
-    let at = message.windows(4).position(|w| w == b"\r\n\r\n").expect("message has a body");
+pub(crate) fn body_of(message: &[u8]) -> &[u8] {
+    let at = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("message has a body");
     &message[at + 4..]
 }
 
 /// `shared/testdata` beside the repository, or `$CONFAB_TESTDATA`.
-pub fn testdata_dir() -> PathBuf {
+pub(crate) fn testdata_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CONFAB_TESTDATA") {
         return PathBuf::from(dir);
     }
@@ -24,7 +27,7 @@ pub fn testdata_dir() -> PathBuf {
 }
 
 /// baresip: session c=, a=tool, telephone-event with fmtp, rtcp-rsize, ssrc.
-pub const BARESIP: &str = "v=0
+pub(crate) const BARESIP: &str = "v=0
 o=- 1496581920 4021427520 IN IP4 192.0.2.10
 s=-
 c=IN IP4 192.0.2.10
@@ -45,7 +48,7 @@ a=ptime:20
 ";
 
 /// Linphone: ICE at both levels, a=rtcp (RFC 3605), three telephone-event clocks, rtcp-xr.
-pub const LINPHONE: &str = "v=0
+pub(crate) const LINPHONE: &str = "v=0
 o=alice 3259 2147 IN IP4 198.51.100.7
 s=Talk
 c=IN IP4 198.51.100.7
@@ -83,7 +86,7 @@ a=rtcp-fb:97 nack pli
 ";
 
 /// PJSIP (pjsua): session b= before t=, media-level c=, a=rtcp with an address, X- attribute.
-pub const PJSIP: &str = "v=0
+pub(crate) const PJSIP: &str = "v=0
 o=- 3912345678 3912345678 IN IP4 192.0.2.33
 s=pjmedia
 b=AS:84
@@ -108,7 +111,7 @@ a=ssrc:1763598414 cname:1f3c0a7d47f36e4b
 
 /// Chrome through a SIP-over-WebSocket library: gathered candidates, DTLS, BUNDLE, msid,
 /// rtcp-mux, extmap, and an IPv6 host candidate.
-pub const WEBRTC: &str = "v=0
+pub(crate) const WEBRTC: &str = "v=0
 o=- 4611731400430051336 2 IN IP4 127.0.0.1
 s=-
 t=0 0
@@ -149,7 +152,7 @@ a=ssrc:2950363574 msid:7f3c6ae0-1f2b-4c55-9d2e-b1c1b0a1c2d3 5e1d2c3b-4a59-4687-8
 ";
 
 /// SIPp's built-in UAC scenario body (after keyword substitution): PCMU only.
-pub const SIPP: &str = "v=0
+pub(crate) const SIPP: &str = "v=0
 o=user1 53655765 2353687637 IN IP4 127.0.0.1
 s=-
 c=IN IP4 127.0.0.1
@@ -159,7 +162,7 @@ a=rtpmap:0 PCMU/8000
 ";
 
 /// A re-INVITE putting the call on hold: sendonly.
-pub const HOLD_SENDONLY: &str = "v=0
+pub(crate) const HOLD_SENDONLY: &str = "v=0
 o=- 1496581920 4021427521 IN IP4 192.0.2.10
 s=-
 c=IN IP4 192.0.2.10
@@ -172,7 +175,7 @@ a=sendonly
 ";
 
 /// RFC 2543-style hold: c=0.0.0.0, no direction attribute.
-pub const HOLD_2543: &str = "v=0
+pub(crate) const HOLD_2543: &str = "v=0
 o=- 1496581920 4021427522 IN IP4 192.0.2.10
 s=-
 c=IN IP4 0.0.0.0
@@ -182,7 +185,7 @@ a=rtpmap:0 PCMU/8000
 ";
 
 /// Every sample that must round-trip byte for byte.
-pub const ALL: &[(&str, &str)] = &[
+pub(crate) const ALL: &[(&str, &str)] = &[
     ("baresip", BARESIP),
     ("linphone", LINPHONE),
     ("pjsip", PJSIP),
