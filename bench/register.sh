@@ -25,9 +25,11 @@ USERS=1000         # users cycled through by the fixed-load run and the ramp
 RAMP="4000 6000 8000 10000 12000 14000"
 RAMP_SECS=4
 MEM_CONTACTS=100000
-MEM_USERS=1000     # memory run: MEM_USERS users x (MEM_CONTACTS/MEM_USERS) contacts each
+MEM_USERS=2000     # memory run: MEM_USERS users x (MEM_CONTACTS/MEM_USERS) contacts each
+MEM_RATE=2500      # REGISTER/s in the memory runs (many contacts per AoR cost more per REGISTER)
 FLOOR_RATE=50000   # datagrams/s sent to the echo floor
 FLOOR_SECS=4
+MEM_WAIT=35        # seconds after the memory load until the last RSS reading
 ONLY=both          # kamailio | confab | both
 DO_RAMP=1
 DO_MEM=1
@@ -50,6 +52,8 @@ usage: bench/register.sh [options]
   --no-ramp           skip the ramp
   --mem-contacts N    contacts registered into Confab for memory     (default $MEM_CONTACTS)
   --mem-users N       users those contacts are spread over           (default $MEM_USERS)
+  --mem-rate N        REGISTER/s in the memory runs                  (default $MEM_RATE)
+  --mem-wait S        Confab RSS read again S s after the load        (default $MEM_WAIT)
   --no-mem            skip the memory run
   --floor-rate N      datagrams/s for the UDP echo floor             (default $FLOOR_RATE)
   --no-floor          skip the floor
@@ -71,6 +75,8 @@ while [ $# -gt 0 ]; do
 	--no-ramp) DO_RAMP=0; shift ;;
 	--mem-contacts) MEM_CONTACTS="$2"; shift 2 ;;
 	--mem-users) MEM_USERS="$2"; shift 2 ;;
+	--mem-rate) MEM_RATE="$2"; shift 2 ;;
+	--mem-wait) MEM_WAIT="$2"; shift 2 ;;
 	--no-mem) DO_MEM=0; shift ;;
 	--floor-rate) FLOOR_RATE="$2"; shift 2 ;;
 	--no-floor) DO_FLOOR=0; shift ;;
@@ -82,12 +88,13 @@ while [ $# -gt 0 ]; do
 	*) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
 	esac
 done
-for v in RATE DURATION USERS RAMP_SECS MEM_CONTACTS MEM_USERS FLOOR_RATE; do
+for v in RATE DURATION USERS RAMP_SECS MEM_CONTACTS MEM_USERS MEM_RATE MEM_WAIT FLOOR_RATE; do
 	if ! [[ "${!v}" =~ ^[1-9][0-9]*$ ]]; then echo "--${v,,} must be a positive integer" >&2; exit 2; fi
 done
 case "$ONLY" in kamailio | confab | both) ;; *) echo "--only: kamailio, confab or both" >&2; exit 2 ;; esac
 [ "$DURATION" -le 300 ] || { echo "--duration at most 300 s" >&2; exit 2; }
 [ "$RAMP_SECS" -le 60 ] || { echo "--ramp-secs at most 60 s" >&2; exit 2; }
+[ "$MEM_WAIT" -le 300 ] && [ "$MEM_WAIT" -ge 5 ] || { echo "--mem-wait between 5 and 300 s" >&2; exit 2; }
 set -- $RAMP
 [ $# -le 12 ] || { echo "--ramp: at most 12 steps" >&2; exit 2; }
 for r in $RAMP; do [[ "$r" =~ ^[1-9][0-9]*$ ]] || { echo "--ramp: positive integers" >&2; exit 2; }; done
@@ -405,9 +412,6 @@ if [ "$DO_MEM" = 1 ]; then
 	make_users_csv "$RESULTS/mem-warm.csv" "$MEM_USERS"
 	make_mem_csv "$RESULTS/mem-contacts.csv" "$MEM_USERS" "$MEM_CONTACTS"
 fi
-KAM_USERS=$USERS
-if [ "$DO_MEM" = 1 ] && [ "$MEM_USERS" -gt "$KAM_USERS" ]; then KAM_USERS=$MEM_USERS; fi
-
 log "results: $RESULTS"
 log "load: $RATE REGISTER/s for $DURATION s ($TOTAL registrations over $USERS users), server on core $SERVER_CORE, SIPp on core $LOAD_CORE"
 
@@ -418,51 +422,60 @@ KMEM_LINE=""
 kam_shm_used() {
 	timeout 10 kamcmd -s "unix:$1/ctl.sock" core.shmmem 2>/dev/null | awk '$1=="real_used:" { print $2 }'
 }
-if want kamailio; then
-	KDIR="$RESULTS/kamailio"
-	mkdir -p "$KDIR/db"
+# kam_start DIR USERS: writes DIR/db (db_text version + subscriber with USERS users, HA1
+# only), starts Kamailio pinned; sets KPID and KPORT.
+kam_start() {
+	local dir=$1 n=$2
+	mkdir -p "$dir/db"
 	{
 		echo 'id(int,auto) table_name(string) table_version(int) '
 		echo '1:subscriber:7'
 		echo '2:location:9'
-	} >"$KDIR/db/version"
+	} >"$dir/db/version"
 	{
 		echo 'id(int,auto) username(string) domain(string) password(string,null) ha1(string) ha1b(string,null) '
-		ha1_lines "$KAM_USERS" | awk '{ printf "%d:u%d:bench.confab::%s:\n", $1, $1, $2 }'
-	} >"$KDIR/db/subscriber"
+		ha1_lines "$n" | awk '{ printf "%d:u%d:bench.confab::%s:\n", $1, $1, $2 }'
+	} >"$dir/db/subscriber"
 	KPORT=$(free_udp_port)
-	log "Kamailio: starting on 127.0.0.1:$KPORT (2 children, auth_db + db_text, usrloc in memory)"
-	"${PRIO[@]}" taskset -c "$SERVER_CORE" "$KAMAILIO" -f "$HERE/kamailio/kamailio.cfg" -DD -E -w "$KDIR" -m 1024 -M 16 -b 4194304 \
-		-A "BENCH_LISTEN=udp:127.0.0.1:$KPORT" -A "BENCH_DBURL=\"text://$KDIR/db\"" \
-		-A "BENCH_CTL=\"unix:$KDIR/ctl.sock\"" >"$KDIR/kamailio.log" 2>&1 &
+	log "Kamailio: starting on 127.0.0.1:$KPORT with $n users (2 children, auth_db + db_text, usrloc in memory)"
+	"${PRIO[@]}" taskset -c "$SERVER_CORE" "$KAMAILIO" -f "$HERE/kamailio/kamailio.cfg" -DD -E -w "$dir" -m 1024 -M 16 -b 4194304 \
+		-A "BENCH_LISTEN=udp:127.0.0.1:$KPORT" -A "BENCH_DBURL=\"text://$dir/db\"" \
+		-A "BENCH_CTL=\"unix:$dir/ctl.sock\"" >"$dir/kamailio.log" 2>&1 &
 	KPID=$!
 	STARTED_PIDS+=("$KPID")
 	if ! wait_udp_bound "$KPORT" "$KPID" 10; then
-		log "Kamailio did not start: see $KDIR/kamailio.log"; tail -5 "$KDIR/kamailio.log" >&2; exit 1
+		log "Kamailio did not start: see $dir/kamailio.log"; tail -5 "$dir/kamailio.log" >&2; exit 1
 	fi
 	sleep 1
+}
+if want kamailio; then
+	KDIR="$RESULTS/kamailio"
+	kam_start "$KDIR" "$USERS"
 	log "Kamailio: fixed load ..."
 	measure kamailio "$KPID" "$KPORT" "$RATE" "$TOTAL" "$USERS_CSV" "$KDIR/fixed"
 	if [ "$DO_RAMP" = 1 ]; then
 		log "Kamailio: ramp ($RAMP_SECS s steps) ..."
 		ramp kamailio "$KPID" "$KPORT" "$USERS_CSV" "$KDIR"
 	fi
+	stop_pid "$KPID"
+	KAM_DONE=1
 	if [ "$DO_MEM" = 1 ] && command -v kamcmd >/dev/null; then
-		# Same contacts as Confab's memory run; Kamailio keeps them in its shared memory.
+		# The same contacts as Confab's memory run; Kamailio keeps them in shared memory.
+		KMDIR="$RESULTS/kamailio-mem"
+		kam_start "$KMDIR" "$MEM_USERS"
 		log "Kamailio memory: warm-up, then $MEM_CONTACTS new contacts ..."
-		run_sipp "$KDIR/mem-warm" "$KPORT" "$RATE" "$MEM_USERS" "$RESULTS/mem-warm.csv"
+		run_sipp "$KMDIR/warm" "$KPORT" "$MEM_RATE" "$MEM_USERS" "$RESULTS/mem-warm.csv"
 		sleep 2
-		K0=$(kam_shm_used "$KDIR")
-		measure kamailio-mem "$KPID" "$KPORT" "$RATE" "$MEM_CONTACTS" "$RESULTS/mem-contacts.csv" "$KDIR/mem-load"
-		K1=$(kam_shm_used "$KDIR")
-		KMOK=$(get "$KDIR/mem-load" successful); KMFAIL=$(get "$KDIR/mem-load" failed)
+		K0=$(kam_shm_used "$KMDIR")
+		measure kamailio-mem "$KPID" "$KPORT" "$MEM_RATE" "$MEM_CONTACTS" "$RESULTS/mem-contacts.csv" "$KMDIR/load"
+		K1=$(kam_shm_used "$KMDIR")
+		KMOK=$(get "$KMDIR/load" successful); KMFAIL=$(get "$KMDIR/load" failed)
 		if [ -n "$K0" ] && [ -n "$K1" ]; then
 			KMEM_LINE=$(printf 'Kamailio memory: %d contacts, %d registered, %d failed: shared memory in use %d -> %d KiB = %d bytes/contact (usrloc in shm; pkg memory not counted)' \
 				"$MEM_CONTACTS" "$KMOK" "$KMFAIL" $((K0 / 1024)) $((K1 / 1024)) $(((K1 - K0) / MEM_CONTACTS)))
 		fi
+		stop_pid "$KPID"
 	fi
-	stop_pid "$KPID"
-	KAM_DONE=1
 fi
 
 # ================================================================= Confab
@@ -532,12 +545,28 @@ confab_start() { # DIR PORT: starts confab pinned; sets CPID
 	sleep 1
 }
 
+# Users are created once, in a template data directory each instance gets a copy of.
+CONFAB_USERS_OK=0
 if want confab && [ "$CONFAB_OK" = 1 ]; then
+	UDIR="$RESULTS/confab-users"
+	mkdir -p "$UDIR"
+	NU=$USERS
+	if [ "$DO_MEM" = 1 ] && [ "$MEM_USERS" -gt "$NU" ]; then NU=$MEM_USERS; fi
+	confab_config "$UDIR" 0 10
+	if confab_users "$UDIR" "$NU"; then CONFAB_USERS_OK=1; fi
+fi
+confab_data() { # DIR: a copy of the template data directory for DIR/confab.toml
+	rm -rf "$1/data"
+	cp -a "$RESULTS/confab-users/data" "$1/data"
+}
+
+if want confab && [ "$CONFAB_OK" = 1 ] && [ "$CONFAB_USERS_OK" = 1 ]; then
 	CDIR="$RESULTS/confab"
 	mkdir -p "$CDIR"
 	CPORT=$(free_udp_port)
 	confab_config "$CDIR" "$CPORT" 10
-	if confab_users "$CDIR" "$USERS" && confab_start "$CDIR" "$CPORT"; then
+	confab_data "$CDIR"
+	if confab_start "$CDIR" "$CPORT"; then
 		log "Confab: started on 127.0.0.1:$CPORT, fixed load ..."
 		measure confab "$CPID" "$CPORT" "$RATE" "$TOTAL" "$USERS_CSV" "$CDIR/fixed"
 		if [ "$DO_RAMP" = 1 ]; then
@@ -553,23 +582,42 @@ if want confab && [ "$CONFAB_OK" = 1 ]; then
 		mkdir -p "$MDIR"
 		MPORT=$(free_udp_port)
 		confab_config "$MDIR" "$MPORT" $((PER + 10))
-		if confab_users "$MDIR" "$MEM_USERS" && confab_start "$MDIR" "$MPORT"; then
+		confab_data "$MDIR"
+		if confab_start "$MDIR" "$MPORT"; then
 			log "Confab memory: warm-up (one contact for each of $MEM_USERS users), then $MEM_CONTACTS new contacts ..."
-			run_sipp "$MDIR/warm" "$MPORT" "$RATE" "$MEM_USERS" "$RESULTS/mem-warm.csv"
+			run_sipp "$MDIR/warm" "$MPORT" "$MEM_RATE" "$MEM_USERS" "$RESULTS/mem-warm.csv"
 			sleep 2
 			R0=$(rss_kib "$CPID"); H0=$(hwm_kib "$CPID")
-			measure confab-mem "$CPID" "$MPORT" "$RATE" "$MEM_CONTACTS" "$RESULTS/mem-contacts.csv" "$MDIR/load"
+			measure confab-mem "$CPID" "$MPORT" "$MEM_RATE" "$MEM_CONTACTS" "$RESULTS/mem-contacts.csv" "$MDIR/load"
 			sleep 1
 			R1=$(rss_kib "$CPID"); H1=$(hwm_kib "$CPID")
+			# Transactions (Timer J = 64*T1 = 32 s for non-INVITE over UDP) and other short-lived
+			# state are still held right after the load; sample until MEM_WAIT s after it.
+			: >"$MDIR/rss-timeline.txt"
+			for i in $(seq 5 5 "$MEM_WAIT"); do
+				sleep 5
+				echo "+${i}s VmRSS $(rss_kib "$CPID") KiB" >>"$MDIR/rss-timeline.txt"
+			done
+			R2=$(rss_kib "$CPID"); H2=$(hwm_kib "$CPID")
+			# Diagnostic: half as many registrations again, refreshing the same contacts (no new
+			# contact): growth here is per-registration state, not per-contact state.
+			measure confab-mem-refresh "$CPID" "$MPORT" "$MEM_RATE" $((MEM_CONTACTS / 2)) "$RESULTS/mem-contacts.csv" "$MDIR/refresh"
+			sleep 1
+			R3=$(rss_kib "$CPID")
 			MOK=$(get "$MDIR/load" successful); MFAIL=$(get "$MDIR/load" failed)
+			ROK=$(get "$MDIR/refresh" successful)
 			{
 				echo "rss_before_kib=$R0"; echo "hwm_before_kib=$H0"; echo "rss_after_kib=$R1"; echo "hwm_after_kib=$H1"
+				echo "rss_after_${MEM_WAIT}s_kib=$R2"; echo "hwm_after_${MEM_WAIT}s_kib=$H2"
+				echo "rss_after_refresh_kib=$R3"; echo "refresh_successful=$ROK"
 				echo "contacts=$MEM_CONTACTS"; echo "successful=$MOK"; echo "failed=$MFAIL"
 			} >"$MDIR/mem.result"
+			PERR=$(calc '%.0f' "$ROK > 0 ? ($R3 - $R2) * 1024 / $ROK : 0")
 			PERC=$(calc '%.0f' "($R1 - $R0) * 1024 / $MEM_CONTACTS")
-			PERH=$(calc '%.0f' "($H1 - $H0) * 1024 / $MEM_CONTACTS")
-			MEM_LINE=$(printf 'Confab memory: %d contacts (%d users x %d), %d registered, %d failed: VmRSS %d -> %d KiB = %d bytes/contact (VmHWM %d -> %d KiB = %d bytes/contact); target < 1024' \
-				"$MEM_CONTACTS" "$MEM_USERS" "$PER" "$MOK" "$MFAIL" "$R0" "$R1" "$PERC" "$H0" "$H1" "$PERH")
+			PERL=$(calc '%.0f' "($R2 - $R0) * 1024 / $MEM_CONTACTS")
+			PERH=$(calc '%.0f' "($H2 - $H0) * 1024 / $MEM_CONTACTS")
+			MEM_LINE=$(printf 'Confab memory: %d contacts (%d users x %d), %d registered, %d failed:\n  VmRSS %d KiB before, %d KiB right after = %d bytes/contact, %d KiB %d s later = %d bytes/contact (target < 1024)\n  VmHWM %d -> %d KiB = %d bytes/contact\n  then %d refreshes of the same contacts (no new contact): VmRSS %d -> %d KiB = %d bytes per registration' \
+				"$MEM_CONTACTS" "$MEM_USERS" "$PER" "$MOK" "$MFAIL" "$R0" "$R1" "$PERC" "$R2" "$MEM_WAIT" "$PERL" "$H0" "$H2" "$PERH" "$ROK" "$R2" "$R3" "$PERR")
 			stop_pid "$CPID"
 		fi
 	fi
@@ -678,6 +726,9 @@ if [ -n "$KMEM_LINE" ]; then say "$KMEM_LINE"; fi
 if want confab && [ "$CONFAB_OK" != 1 ]; then
 	say ""
 	say "Confab was not measured: no working $CONFAB_BIN with a 'serve' command (build: cargo build --release -p confab)."
+elif want confab && [ "$CONFAB_DONE" != 1 ]; then
+	say ""
+	say "Confab was not measured: it did not start or its users could not be created (logs under $RESULTS/confab*)."
 fi
 say ""
 say "raw outputs: $RESULTS"

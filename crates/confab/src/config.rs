@@ -56,6 +56,9 @@ max_message_size = 65535
 max_connections_per_ip = 64
 # Close a stream connection idle for this long, seconds.
 connection_idle_timeout_secs = 900
+# Keep NAT bindings of UDP devices open: a keep-alive to each registered UDP flow this often,
+# seconds (0 disables).
+nat_keepalive_secs = 25
 
 [tls]
 # Certificate chain and private key, PEM. Default: a self-signed pair generated on first start
@@ -70,6 +73,34 @@ max_expires = 3600
 # Interval granted when a REGISTER asks for none.
 default_expires = 3600
 max_contacts_per_aor = 10
+
+[media]
+# The RTP relay: every call's audio flows through these ports (symmetric RTP latching, so phones
+# behind NAT work). Bind address of the relay sockets.
+bind = "0.0.0.0"
+# The address written into SDP for the relay. Default: sip.advertised_address when it is an IP
+# address, else the bind address, else this host's first non-loopback address.
+# advertised_address = "203.0.113.10"
+# Inclusive port range; each call stream takes an RTP/RTCP pair facing each side.
+port_min = 20000
+port_max = 29999
+# Relay threads (0: one per core).
+workers = 0
+
+[calls]
+# Ring this long before giving up with 480, seconds.
+no_answer_timeout_secs = 60
+# RFC 4028 session timer asked of the phones, and the smallest accepted, seconds.
+session_expires_secs = 1800
+min_se_secs = 90
+# End a call when no RTP has flowed either way for this long, seconds (0 disables).
+media_timeout_secs = 120
+# Limits against call floods: calls at once, and per source IP address ringing calls and new
+# INVITEs per second (burst allowance on top).
+max_calls = 10000
+max_ringing_per_source = 20
+invites_per_second_per_source = 10
+invite_burst_per_source = 20
 
 [auth]
 # How long a digest nonce stays valid, seconds.
@@ -99,6 +130,8 @@ pub(crate) struct Config {
     pub(crate) sip: SipConfig,
     pub(crate) tls: TlsConfig,
     pub(crate) registrar: RegistrarConfig,
+    pub(crate) media: MediaConfig,
+    pub(crate) calls: CallsConfig,
     pub(crate) auth: AuthConfig,
     pub(crate) log: LogConfig,
 }
@@ -148,6 +181,8 @@ pub(crate) struct SipConfig {
     pub(crate) max_message_size: usize,
     pub(crate) max_connections_per_ip: u32,
     pub(crate) connection_idle_timeout_secs: u64,
+    /// 0 disables NAT keep-alives.
+    pub(crate) nat_keepalive_secs: u64,
 }
 
 impl Default for SipConfig {
@@ -166,6 +201,7 @@ impl Default for SipConfig {
             max_message_size: 65535,
             max_connections_per_ip: 64,
             connection_idle_timeout_secs: 900,
+            nat_keepalive_secs: 25,
         }
     }
 }
@@ -221,6 +257,60 @@ impl Default for RegistrarConfig {
             max_expires: 3600,
             default_expires: 3600,
             max_contacts_per_aor: 10,
+        }
+    }
+}
+
+/// `[media]`: the RTP relay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct MediaConfig {
+    pub(crate) bind: std::net::IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) advertised_address: Option<std::net::IpAddr>,
+    pub(crate) port_min: u16,
+    pub(crate) port_max: u16,
+    pub(crate) workers: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            advertised_address: None,
+            port_min: 20000,
+            port_max: 29999,
+            workers: 0,
+        }
+    }
+}
+
+/// `[calls]`: ringing, session timers and flood limits, seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CallsConfig {
+    pub(crate) no_answer_timeout_secs: u64,
+    pub(crate) session_expires_secs: u64,
+    pub(crate) min_se_secs: u64,
+    /// 0 disables the media-inactivity timeout.
+    pub(crate) media_timeout_secs: u64,
+    pub(crate) max_calls: u32,
+    pub(crate) max_ringing_per_source: u32,
+    pub(crate) invites_per_second_per_source: u32,
+    pub(crate) invite_burst_per_source: u32,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            no_answer_timeout_secs: 60,
+            session_expires_secs: 1800,
+            min_se_secs: 90,
+            media_timeout_secs: 120,
+            max_calls: 10000,
+            max_ringing_per_source: 20,
+            invites_per_second_per_source: 10,
+            invite_burst_per_source: 20,
         }
     }
 }
@@ -455,6 +545,45 @@ impl Config {
                 format!("{name:?} is not a digest algorithm (expected \"SHA-256\" or \"MD5\")"),
             );
         }
+
+        let media = &self.media;
+        check(
+            media.port_min >= 1024 && media.port_min < media.port_max,
+            "media.port_min",
+            format!(
+                "{}..{} is not a usable range (expected 1024 <= port_min < port_max, e.g. 20000 and 29999)",
+                media.port_min, media.port_max
+            ),
+        );
+        check(
+            media.port_max - media.port_min.min(media.port_max) >= 3,
+            "media.port_max",
+            "the range must hold at least one call (4 ports)".to_owned(),
+        );
+        let calls = &self.calls;
+        check(
+            calls.no_answer_timeout_secs > 0,
+            "calls.no_answer_timeout_secs",
+            "must be at least 1 (seconds)".to_owned(),
+        );
+        check(
+            calls.min_se_secs >= 90,
+            "calls.min_se_secs",
+            format!("{} is below 90, the RFC 4028 minimum", calls.min_se_secs),
+        );
+        check(
+            calls.session_expires_secs >= calls.min_se_secs,
+            "calls.session_expires_secs",
+            format!(
+                "{} is less than calls.min_se_secs ({})",
+                calls.session_expires_secs, calls.min_se_secs
+            ),
+        );
+        check(
+            calls.max_calls > 0,
+            "calls.max_calls",
+            "must be at least 1".to_owned(),
+        );
 
         let sip = &self.sip;
         check(
@@ -743,8 +872,9 @@ enum Kind {
 }
 
 /// Settings that are unset by default, so that serializing the defaults does not show them.
-const OPTIONAL_KEYS: [(&str, &str); 3] = [
+const OPTIONAL_KEYS: [(&str, &str); 4] = [
     ("sip", "advertised_address"),
+    ("media", "advertised_address"),
     ("tls", "cert"),
     ("tls", "key"),
 ];

@@ -13,17 +13,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use bytes::Bytes;
 use confab_core::registrar::{Binding, LocationChange, RegistrarConfig};
-use confab_core::{CoreConfig, Endpoint, UserCredential, UserDirectory};
+use confab_core::{
+    CallConfig, CallRecord, CoreConfig, DirectoryUser, Endpoint, UserCredential, UserDirectory,
+};
+use confab_media::{MediaConfig, MediaEngine};
 use confab_net::{Handler, NetConfig, TransportHandle, Transports};
 use confab_sip::auth::Algorithm;
 use confab_sip::transaction::Timers;
 use confab_sip::{ConnectionId, Source, Transmit, TransportKind};
-use confab_store::{BindingRecord, Store};
+use confab_store::{BindingRecord, CallRecordRow, Store};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::media::RelayAdapter;
 
 /// How often the user cache checks the store for changes made by `confab user ...`.
 const DIRECTORY_POLL: Duration = Duration::from_secs(1);
@@ -39,10 +43,36 @@ pub(crate) async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     let directory = Arc::new(CachedDirectory::default());
     directory.reload(&store, &realm).await?;
 
+    // Calls left ringing or active by a crash can never finish now.
+    let orphaned = store.mark_unfinished_calls_failed(unix_ms()).await?;
+    if orphaned > 0 {
+        warn!(
+            count = orphaned,
+            "calls left unfinished by the previous run marked failed"
+        );
+    }
+
+    let relay_ip = relay_address(&config);
+    let engine = MediaEngine::start(MediaConfig {
+        bind_ip: config.media.bind,
+        advertise_ip: relay_ip,
+        port_min: config.media.port_min,
+        port_max: config.media.port_max,
+        workers: config.media.workers as usize,
+        ..MediaConfig::default()
+    })
+    .context("starting the media relay")?;
+    info!(advertised = %relay_ip, port_min = config.media.port_min, port_max = config.media.port_max, "media relay started");
+    let media = Arc::new(RelayAdapter::new(engine, relay_ip));
+
+    let transports = Transports::bind(net_config(&config))
+        .await
+        .context("binding SIP transports")?;
     let epoch = Instant::now();
     let endpoint = Arc::new(Endpoint::new(
-        core_config(&config)?,
+        core_config(&config, &transports.local_addrs())?,
         directory.clone(),
+        media,
         epoch,
     ));
 
@@ -55,9 +85,6 @@ pub(crate) async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             .restore(Instant::now(), unix_now(), restored);
     }
 
-    let transports = Transports::bind(net_config(&config))
-        .await
-        .context("binding SIP transports")?;
     for (kind, addr) in transports.local_addrs() {
         info!(transport = %kind, %addr, "listening");
     }
@@ -164,6 +191,7 @@ async fn write_behind(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut changes = Vec::new();
+    let mut calls: Vec<CallRecord> = Vec::new();
     loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep(LOCATION_FLUSH) => false,
@@ -173,6 +201,14 @@ async fn write_behind(
         if !changes.is_empty() {
             if let Err(error) = persist(&store, endpoint.registrar(), &domain, &mut changes).await {
                 warn!(%error, "could not persist registrations; will retry");
+            }
+        }
+        endpoint.drain_call_records(&mut calls);
+        if !calls.is_empty() {
+            let rows: Vec<CallRecordRow> = calls.iter().map(call_row).collect();
+            match store.save_calls(&rows).await {
+                Ok(()) => calls.clear(),
+                Err(error) => warn!(%error, "could not persist call records; will retry"),
             }
         }
         if stopping {
@@ -229,6 +265,37 @@ async fn persist(
     }
     changes.clear();
     Ok(())
+}
+
+fn call_row(c: &CallRecord) -> CallRecordRow {
+    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    CallRecordRow {
+        call_id: c.id.clone(),
+        caller: c.caller.clone(),
+        caller_device: Some(c.caller_device.clone()),
+        callee: c.callee_dialled.clone(),
+        callee_user: c.callee.clone(),
+        devices_tried: c.devices_tried.clone(),
+        answered_by: c.answered_by.clone(),
+        started_at: ms(c.start_unix_ms),
+        answered_at: c.answer_unix_ms.map(ms),
+        ended_at: c.end_unix_ms.map(ms),
+        state: c.state.as_str().to_owned(),
+        disposition: c.disposition.map(|d| d.as_str().to_owned()),
+        final_status: c.final_status,
+        end_reason: c.end_reason.map(|r| r.as_str().to_owned()),
+        media: c.media.as_ref().map(|m| {
+            let leg = |l: &confab_core::call::LegMediaStats| {
+                serde_json::json!({
+                    "packets": l.packets,
+                    "bytes": l.bytes,
+                    "lost": l.lost,
+                    "jitter_ms": l.jitter.map(|j| j.as_secs_f64() * 1000.0),
+                })
+            };
+            serde_json::json!({ "from_caller": leg(&m.a), "from_callee": leg(&m.b) }).to_string()
+        }),
+    }
 }
 
 fn aor_uri(user: &str, domain: &str) -> String {
@@ -309,13 +376,25 @@ struct CachedDirectory {
 struct DirectoryState {
     version: u64,
     by_name: HashMap<(String, Algorithm), UserCredential>,
+    /// User name and extension → user, for call routing.
+    users: HashMap<String, DirectoryUser>,
 }
 
 impl CachedDirectory {
     async fn reload(&self, store: &Store, realm: &str) -> anyhow::Result<()> {
         let version = store.directory_version().await?;
         let mut by_name = HashMap::new();
+        let mut users = HashMap::new();
         for c in store.load_credentials(realm).await? {
+            let user = DirectoryUser {
+                user: c.username.clone(),
+                extension: c.extension.clone(),
+                display_name: c.display_name.clone(),
+            };
+            if let Some(ext) = &c.extension {
+                users.insert(ext.clone(), user.clone());
+            }
+            users.insert(c.username.clone(), user);
             by_name.insert(
                 (c.digest_username.clone(), c.algorithm),
                 UserCredential {
@@ -328,6 +407,7 @@ impl CachedDirectory {
         let mut state = self.inner.write();
         state.version = version;
         state.by_name = by_name;
+        state.users = users;
         Ok(())
     }
 
@@ -372,7 +452,38 @@ async fn watch_directory(
     }
 }
 
-fn core_config(config: &Config) -> anyhow::Result<CoreConfig> {
+/// The address the relay puts in SDP: configured, else the SIP advertised address, else the
+/// bind address, else this host's first non-loopback address.
+fn relay_address(config: &Config) -> IpAddr {
+    if let Some(ip) = config.media.advertised_address {
+        return ip;
+    }
+    if let Some(ip) = config
+        .sip
+        .advertised_address
+        .as_deref()
+        .and_then(|a| a.parse::<IpAddr>().ok())
+    {
+        return ip;
+    }
+    if !config.media.bind.is_unspecified() {
+        return config.media.bind;
+    }
+    if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|ifaces| {
+            ifaces
+                .into_iter()
+                .map(|i| i.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        })
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+fn core_config(
+    config: &Config,
+    bound: &[(TransportKind, SocketAddr)],
+) -> anyhow::Result<CoreConfig> {
     let mut local_ips: Vec<IpAddr> = Vec::new();
     let mut local_hosts: Vec<String> = config.server.aliases.clone();
     if let Some(adv) = &config.sip.advertised_address {
@@ -422,8 +533,44 @@ fn core_config(config: &Config) -> anyhow::Result<CoreConfig> {
         failure_window: Duration::from_secs(config.auth.failure_window_secs),
         ban_duration: Duration::from_secs(config.auth.ban_secs),
         digest_algorithms: config.digest_algorithms(),
+        advertised: advertised(config, bound),
+        nat_keepalive_interval: (config.sip.nat_keepalive_secs > 0)
+            .then(|| Duration::from_secs(config.sip.nat_keepalive_secs)),
+        calls: CallConfig {
+            no_answer_timeout: Duration::from_secs(config.calls.no_answer_timeout_secs),
+            session_expires: Duration::from_secs(config.calls.session_expires_secs),
+            min_se: Duration::from_secs(config.calls.min_se_secs),
+            media_timeout: (config.calls.media_timeout_secs > 0)
+                .then(|| Duration::from_secs(config.calls.media_timeout_secs)),
+            max_calls: config.calls.max_calls as usize,
+            max_ringing_per_source: config.calls.max_ringing_per_source,
+            invites_per_second_per_source: config.calls.invites_per_second_per_source,
+            invite_burst_per_source: config.calls.invite_burst_per_source,
+            ..CallConfig::default()
+        },
         rng_seed: None,
     })
+}
+
+/// The address:port per transport that goes into our Via and Contact: the advertised IP with
+/// each bound port, or the bound address itself when it is specific.
+fn advertised(
+    config: &Config,
+    bound: &[(TransportKind, SocketAddr)],
+) -> Vec<(TransportKind, SocketAddr)> {
+    let adv_ip = config
+        .sip
+        .advertised_address
+        .as_deref()
+        .and_then(|a| a.parse::<IpAddr>().ok());
+    bound
+        .iter()
+        .filter_map(|&(kind, addr)| match adv_ip {
+            Some(ip) => Some((kind, SocketAddr::new(ip, addr.port()))),
+            None if !addr.ip().is_unspecified() => Some((kind, addr)),
+            None => None,
+        })
+        .collect()
 }
 
 fn net_config(config: &Config) -> NetConfig {
@@ -447,6 +594,12 @@ fn net_config(config: &Config) -> NetConfig {
         idle_timeout: Duration::from_secs(config.sip.connection_idle_timeout_secs),
         ..NetConfig::default()
     }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn unix_now() -> u64 {

@@ -13,7 +13,10 @@
 //! Over TCP, two cases differ from the RFC's UDP framing: clerr (Content-Length larger than the
 //! bytes sent) leaves the server waiting for the rest of the body, so silence is as right as a 400;
 //! mcl01 (two Content-Length values) is a framing error a stream cannot recover from, so the server
-//! may answer 400 or just close the connection (RFC 4475 §3.3.9).
+//! may answer 400 or just close the connection (RFC 4475 §3.3.9); inv2543 has a body and no
+//! Content-Length, which RFC 3261 §18.3 forbids on streams, so 400 is as right as accepting it.
+//! ncl (Content-Length: -999) breaks the framing too, but its header is whole and the RFC asks for
+//! an error response, so a 400 before closing is required.
 //!
 //! Test data: `$CONFAB_TESTDATA`, else `../../../shared/testdata` from this crate.
 
@@ -113,7 +116,7 @@ const RFC4475: &[Case] = &[
     case("regescrt.dat", "3.3.14", Final(&[FOREIGN]), "valid REGISTER for example.com"),
     case("sdp01.dat", "3.3.15", Final(&[406, 400, FOREIGN]), "Accept without application/sdp: 406 or 400 as a UAS; 403 as a non-relaying proxy"),
     // 3.4 Backward compatibility.
-    case("inv2543.dat", "3.4.1", Final(&[FOREIGN]), "RFC 2543 INVITE, no branch: accept, then refuse the relay"),
+    case("inv2543.dat", "3.4.1", Final(&[FOREIGN, 400]), "RFC 2543 INVITE, no branch, no Content-Length: accept and refuse the relay; over TCP 400 too (RFC 3261 §18.3: streams MUST carry Content-Length)"),
 ];
 
 #[rustfmt::skip]

@@ -17,12 +17,38 @@ pub struct UserCredential {
     pub ha1: String,
 }
 
-/// Looks up digest secrets. Called on the request path from several transport threads at once,
-/// so implementations answer from memory (a cache of the store), quickly, without IO.
+/// A user as call routing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// The canonical user name (the registrar's AoR key).
+    pub user: String,
+    pub extension: Option<String>,
+    /// A display name for the From header of calls this user places, if known.
+    pub display_name: Option<String>,
+}
+
+/// Looks up digest secrets and users. Called on the request path from several transport threads
+/// at once, so implementations answer from memory (a cache of the store), quickly, without IO.
 pub trait UserDirectory: Send + Sync {
     /// The credential for `digest_username` (the `username` of the Authorization header, as
     /// sent) and `algorithm`, or `None` when there is no such user or no HA1 for that algorithm.
     fn credentials(&self, digest_username: &str, algorithm: Algorithm) -> Option<UserCredential>;
+
+    /// The user a dialled name means: `name` is the user part of a Request-URI (already
+    /// %-decoded), a user name or an extension number. `None`: no such user (404).
+    ///
+    /// The default finds user names only (through `credentials`); implementations should
+    /// override it to resolve extensions too.
+    fn lookup_user(&self, name: &str) -> Option<DirectoryUser> {
+        let c = self
+            .credentials(name, Algorithm::Sha256)
+            .or_else(|| self.credentials(name, Algorithm::Md5))?;
+        Some(DirectoryUser {
+            user: c.user,
+            extension: c.extension,
+            display_name: None,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +104,21 @@ impl UserDirectory for MemoryDirectory {
             user: u.user.clone(),
             extension: u.extension.clone(),
             ha1,
+        })
+    }
+
+    /// By user name first, then by extension.
+    fn lookup_user(&self, name: &str) -> Option<DirectoryUser> {
+        let users = self.users.read();
+        let u = users.get(name).or_else(|| {
+            users
+                .values()
+                .find(|u| u.extension.as_deref() == Some(name))
+        })?;
+        Some(DirectoryUser {
+            user: u.user.clone(),
+            extension: u.extension.clone(),
+            display_name: None,
         })
     }
 }

@@ -9,6 +9,12 @@
 //! It reads no clock and touches no socket: `now` (monotonic) and `unix_now` (wall clock, for
 //! the registrar's Date and persisted expiries) are inputs, and answers are appended to a
 //! caller-supplied `Vec<Transmit>`.
+//!
+//! Calls between users are routed to the [`crate::call`] module: authenticated INVITEs to our
+//! users, the CANCELs, ACKs and in-dialog requests of those calls, and every response (all
+//! responses belong to the calls' client transactions). The endpoint keeps the server
+//! transactions; a call answers them through [`crate::call`]'s outputs, applied here after the
+//! call's lock is released.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::hash_map::{DefaultHasher, RandomState};
@@ -18,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use confab_sip::message::recover_request_headers;
@@ -34,17 +40,23 @@ use tracing::{debug, warn};
 
 use crate::auth::{AuthKind, AuthOutcome, DigestAuth};
 use crate::ban::{BanCheck, FailureOutcome};
+use crate::call::{
+    has_our_via, CallManager, CallOutput, CallRecord, CallSummary, Incoming, MediaRelay, Reply,
+};
 use crate::config::CoreConfig;
 use crate::directory::{UserCredential, UserDirectory};
 use crate::registrar::{Authenticated, Registrar};
 
 /// Larger inputs are dropped unparsed (the parser's own limit; stream framing enforces its own).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
-/// The methods answered for our domain (RFC 3261 §20.5).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER";
+/// The methods answered for our domain (RFC 3261 §20.5); INFO and UPDATE inside calls.
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE";
 /// Option tags a `Require` may name (RFC 3261 §8.2.2.3): the registrar implements outbound
-/// (RFC 5626) and GRUU (RFC 5627). Not Path (RFC 3327): Path headers are not stored yet.
-pub const SUPPORTED: &[&str] = &["outbound", "gruu"];
+/// (RFC 5626) and GRUU (RFC 5627), calls session timers (RFC 4028). Not Path (RFC 3327): Path
+/// headers are not stored yet.
+pub const SUPPORTED: &[&str] = &["outbound", "gruu", "timer"];
+/// The NAT keep-alive (RFC 5626 §3.5.1 double CRLF, sent as one UDP datagram).
+const KEEPALIVE: &[u8] = b"\r\n\r\n";
 /// Body types read in INVITE (RFC 3261 §8.2.3).
 const ACCEPTED_BODIES: &[&str] = &[
     "application/sdp",
@@ -62,8 +74,16 @@ const MAX_TRANSACTIONS_PER_SHARD: usize = 32_768;
 pub struct EndpointStats {
     /// Requests that parsed (retransmissions included).
     pub requests: u64,
-    /// Responses that parsed; all are dropped (no client transactions yet).
+    /// Responses that parsed (for the calls' client transactions, or stray).
     pub responses: u64,
+    /// Responses that matched no client transaction, dropped (RFC 3261 §18.1.2).
+    pub stray_responses: u64,
+    /// Live calls (ringing, active, or ended and absorbing retransmissions).
+    pub calls: u64,
+    /// NAT keep-alives sent to registered UDP flows.
+    pub keepalives_sent: u64,
+    /// New INVITEs refused by the per-source flood limits (503).
+    pub invites_limited: u64,
     /// Malformed requests answered with 400 (or 505/513).
     pub malformed_requests: u64,
     pub malformed_responses_dropped: u64,
@@ -96,6 +116,9 @@ pub struct EndpointStats {
 struct Counters {
     requests: AtomicU64,
     responses: AtomicU64,
+    stray_responses: AtomicU64,
+    keepalives_sent: AtomicU64,
+    invites_limited: AtomicU64,
     malformed_requests: AtomicU64,
     malformed_responses_dropped: AtomicU64,
     garbage_dropped: AtomicU64,
@@ -177,16 +200,25 @@ impl LocalNames {
 /// 2. after any call, ask [`Endpoint::poll_timeout`] for the next deadline and call
 ///    [`Endpoint::handle_timeout`] at or after it (a call before the deadline does nothing
 ///    harmful), sending what it appends;
-/// 3. tell it about closed connections with [`Endpoint::connection_closed`].
+/// 3. tell it about closed connections with [`Endpoint::connection_closed`];
+/// 4. drain the call log with [`Endpoint::drain_call_records`] now and then.
 ///
 /// Instants never go backwards.
+///
+/// Lock order: a call's shard (see [`crate::call`]) may be held while the call index, the
+/// record queue and the [`MediaRelay`] are used; the transaction shards, the registrar and the
+/// directory are never used while a call's lock is held.
 pub struct Endpoint {
     domain: String,
     local: LocalNames,
     timers: Timers,
     auth: DigestAuth,
+    users: Arc<dyn UserDirectory>,
     registrar: Registrar,
     transactions: Transactions,
+    calls: CallManager,
+    keepalive_interval: Option<Duration>,
+    next_keepalive: Mutex<Option<Instant>>,
     tag_secret: [u8; 16],
     stats: Counters,
 }
@@ -200,9 +232,15 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Builds the endpoint. `epoch` anchors the nonce clock: pass the same `Instant` the transport
-    /// uses for `now` at start-up.
-    pub fn new(config: CoreConfig, users: Arc<dyn UserDirectory>, epoch: Instant) -> Self {
+    /// Builds the endpoint. `media` anchors call media (the binary implements it over the
+    /// relay; tests use [`crate::call::FakeMediaRelay`]). `epoch` anchors the nonce clock: pass
+    /// the same `Instant` the transport uses for `now` at start-up.
+    pub fn new(
+        config: CoreConfig,
+        users: Arc<dyn UserDirectory>,
+        media: Arc<dyn MediaRelay>,
+        epoch: Instant,
+    ) -> Self {
         let mut nonce_secret = [0u8; 32];
         let mut tag_secret = [0u8; 16];
         match config.rng_seed {
@@ -220,7 +258,7 @@ impl Endpoint {
         let domain = config.domain.trim().to_ascii_lowercase();
         let auth = DigestAuth::new(
             &domain,
-            users,
+            users.clone(),
             nonce_secret,
             config.nonce_lifetime,
             epoch,
@@ -233,8 +271,12 @@ impl Endpoint {
             local: LocalNames::new(&config),
             timers: config.timers,
             auth,
+            users,
             registrar: Registrar::new(config.registrar.clone()),
             transactions: Transactions::new(),
+            calls: CallManager::new(&config, media, epoch),
+            keepalive_interval: config.nat_keepalive_interval.filter(|d| !d.is_zero()),
+            next_keepalive: Mutex::new(None),
             tag_secret,
             stats: Counters::default(),
             domain,
@@ -305,16 +347,23 @@ impl Endpoint {
             bump(&self.stats.keepalives);
             return;
         }
+        self.calls.observe_clock(now, unix_now);
         match Message::parse(bytes, source.transport.is_stream()) {
             Ok(Message::Request(req)) => {
                 bump(&self.stats.requests);
                 self.handle_request(now, unix_now, req, source, out);
             }
             Ok(Message::Response(resp)) => {
-                // No client transactions yet: every response is stray (RFC 3261 §18.1.2 drops
-                // responses that match no transaction).
                 bump(&self.stats.responses);
-                debug!(source = %source.peer, call_id = resp.call_id(), status = resp.status.0, "stray response dropped");
+                let call_id = resp.call_id().to_owned();
+                let status = resp.status.0;
+                let mut outputs = Vec::new();
+                if !self.calls.handle_response(now, resp, &mut outputs) {
+                    // RFC 3261 §18.1.2: a response that matches no transaction is dropped.
+                    bump(&self.stats.stray_responses);
+                    debug!(source = %source.peer, call_id = %call_id, status, "stray response dropped");
+                }
+                self.apply(now, outputs, out);
             }
             Err(error) => self.handle_malformed(bytes, &error, source, out),
         }
@@ -417,10 +466,14 @@ impl Endpoint {
         if req.method == Method::Ack {
             match self.transactions.ack(now, &key) {
                 Some(AckOutcome::Absorbed) => {}
-                // SEAM(calls): an ACK for a 2xx belongs to the dialog layer.
+                // RFC 3261 §13.3.1.4 / RFC 6026 §8.7: an ACK for a 2xx belongs to the dialog.
                 Some(AckOutcome::PassToTransactionUser) | None => {
-                    bump(&self.stats.stray_acks_dropped);
-                    debug!(call_id = req.call_id(), source = %source.peer, "stray ACK dropped");
+                    let mut outputs = Vec::new();
+                    if !self.calls.handle_ack(now, &req, &mut outputs) {
+                        bump(&self.stats.stray_acks_dropped);
+                        debug!(call_id = req.call_id(), source = %source.peer, "stray ACK dropped");
+                    }
+                    self.apply(now, outputs, out);
                 }
             }
             return;
@@ -446,8 +499,33 @@ impl Endpoint {
         };
 
         debug!(call_id = req.call_id(), method = %req.method, source = %source.peer, "request");
-        let mut resp = self.dispatch(now, unix_now, &req, cancelled.as_ref(), source);
         let tag = self.to_tag(&via, req.call_id(), &req.headers);
+        let mut outputs = Vec::new();
+        let ctx = RequestContext {
+            cancelled: cancelled.as_ref(),
+            source,
+            key: &key,
+            destination,
+            tag: &tag,
+            stateful,
+        };
+        let mut resp = match self.dispatch(now, unix_now, &req, &ctx, &mut outputs) {
+            Dispatched::Answer(resp) => resp,
+            Dispatched::Pending => {
+                // A call answers later. An INVITE gets its 100 (Trying) now: the answer will
+                // take longer than 200 ms (RFC 3261 §17.2.1).
+                if req.method == Method::Invite {
+                    let trying = reply(&req, 100, None);
+                    for answer in self.transactions.respond(now, &key, trying) {
+                        self.send_wire(answer, destination, out);
+                    }
+                }
+                self.apply(now, outputs, out);
+                return;
+            }
+        };
+        // Outputs of a call the request touched (e.g. a CANCEL's 487 for its INVITE) go after
+        // this request's own answer.
         add_to_tag_if_missing(&mut resp, &tag);
         if resp.headers.get(&HeaderName::Server).is_none() {
             resp.headers.push(HeaderName::Server, SERVER);
@@ -460,33 +538,74 @@ impl Endpoint {
         } else {
             self.send(resp, destination, out);
         }
+        self.apply(now, outputs, out);
     }
 
-    /// Decides the answer to a new request.
+    /// Applies what calls asked for: requests to send, responses for server transactions.
+    fn apply(&self, now: Instant, outputs: Vec<CallOutput>, out: &mut Vec<Transmit>) {
+        for o in outputs {
+            match o {
+                CallOutput::Send(t) => out.push(t),
+                CallOutput::Respond {
+                    key,
+                    mut response,
+                    destination,
+                } => {
+                    if response.headers.get(&HeaderName::Server).is_none() {
+                        response.headers.push(HeaderName::Server, SERVER);
+                    }
+                    for answer in self.transactions.respond(now, &key, response) {
+                        self.send_wire(answer, destination, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides the answer to a new request: now, or later through a call.
     fn dispatch(
         &self,
         now: Instant,
         unix_now: u64,
         req: &Request,
-        cancelled: Option<&TransactionKey>,
-        source: &Source,
-    ) -> Response {
+        ctx: &RequestContext<'_>,
+        outputs: &mut Vec<CallOutput>,
+    ) -> Dispatched {
         // RFC 3261 §9.2: CANCEL matches a transaction, whatever else it says.
         if req.method == Method::Cancel {
-            let matched = cancelled.is_some_and(|k| self.transactions.contains(k));
-            // SEAM(calls): a CANCEL for a pending INVITE also answers that INVITE with 487.
-            return if matched {
-                reply(req, 200, None)
-            } else {
-                reply(req, 481, None)
-            };
+            let matched = ctx.cancelled.filter(|k| self.transactions.contains(k));
+            return Dispatched::Answer(match matched {
+                Some(invite) => {
+                    // The call answers its INVITE with 487 and cancels its branches.
+                    self.calls.handle_cancel(now, req, invite, outputs);
+                    reply(req, 200, None)
+                }
+                None => reply(req, 481, None),
+            });
         }
+        Dispatched::Answer(
+            match self.dispatch_request(now, unix_now, req, ctx, outputs) {
+                Some(resp) => resp,
+                None => return Dispatched::Pending,
+            },
+        )
+    }
 
+    /// [`Self::dispatch`] for everything but CANCEL; `None`: a call answers later.
+    fn dispatch_request(
+        &self,
+        now: Instant,
+        unix_now: u64,
+        req: &Request,
+        ctx: &RequestContext<'_>,
+        outputs: &mut Vec<CallOutput>,
+    ) -> Option<Response> {
+        let source = ctx.source;
         // RFC 3261 §8.2.2.1, RFC 4475 §3.3.2/§3.3.3: unknown Request-URI scheme.
         let target_host = match &req.uri {
             Uri::Sip(u) => Some(&u.host),
             Uri::Tel(_) => None,
-            _ => return reply(req, 416, None),
+            _ => return Some(reply(req, 416, None)),
         };
         let has_user = match &req.uri {
             Uri::Sip(u) => u.user.is_some(),
@@ -499,20 +618,42 @@ impl Endpoint {
             let mut resp = reply(req, 420, None);
             resp.headers
                 .push(HeaderName::Unsupported, unsupported.join(", "));
-            return resp;
+            return Some(resp);
         }
 
         // RFC 3261 §16.3 step 3: a request we would route on needs hops left. REGISTER and
         // OPTIONS are answered here and never routed (RFC 4475 §3.3.11, zeromf).
         let would_route = has_user && !matches!(req.method, Method::Register | Method::Options);
         if would_route && req.max_forwards() == Some(0) {
-            return reply(req, 483, None);
+            return Some(reply(req, 483, None));
         }
 
         // RFC 3261 §8.2.3: a body we must read but cannot (RFC 4475 §3.3.8, invut).
         if req.method == Method::Invite {
             if let Some(resp) = check_body(req) {
-                return resp;
+                return Some(resp);
+            }
+        }
+
+        // Requests inside one of our calls' dialogs (RFC 3261 §12.2.2): the call handles them.
+        let in_dialog = req.to_header().is_ok_and(|t| t.tag().is_some());
+        if in_dialog && !matches!(req.method, Method::Register) && self.calls.owns(req.call_id()) {
+            // We relay them to the other leg, so they need a hop left (RFC 3261 §16.3 step 3).
+            if req.max_forwards() == Some(0) && req.method != Method::Options {
+                return Some(reply(req, 483, None));
+            }
+            if !ctx.stateful {
+                let mut resp = reply(req, 503, None);
+                resp.headers.push(HeaderName::RetryAfter, "5");
+                return Some(resp);
+            }
+            match self
+                .calls
+                .handle_request(now, req, ctx.key.clone(), ctx.destination, outputs)
+            {
+                Some(Reply::Now(resp)) => return Some(resp),
+                Some(Reply::Later) => return None,
+                None => return Some(reply(req, 481, None)),
             }
         }
 
@@ -521,15 +662,17 @@ impl Endpoint {
             if !self.local.contains(host) {
                 bump(&self.stats.relay_denied);
                 debug!(call_id = req.call_id(), source = %source.peer, host = %host, "relaying denied");
-                return reply(req, 403, Some("Relaying denied"));
+                return Some(reply(req, 403, Some("Relaying denied")));
             }
         }
 
-        match &req.method {
+        Some(match &req.method {
             Method::Register => self.register(now, unix_now, req, source),
             Method::Options => self.options(req),
-            Method::Invite => self.invite(now, req, source),
-            // No dialogs yet: every in-dialog request is for a dialog we do not know.
+            // RFC 3261 §12.2.2: a request for a dialog we do not know.
+            Method::Invite if in_dialog => reply(req, 481, None),
+            Method::Invite => return self.invite(now, req, ctx, outputs),
+            // Outside our calls' dialogs (matched above), these belong to no dialog.
             Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify => {
                 reply(req, 481, None)
             }
@@ -544,7 +687,7 @@ impl Endpoint {
                 resp.headers.push(HeaderName::Allow, ALLOW);
                 resp
             }
-        }
+        })
     }
 
     /// RFC 3261 §10.3: registrar. The Request-URI names our domain (checked by the caller); a
@@ -585,21 +728,54 @@ impl Endpoint {
         resp
     }
 
-    /// INVITE: authenticate the caller (407), then route. SEAM(calls): routing is the next
-    /// issue; until then every authenticated INVITE gets 480.
-    fn invite(&self, now: Instant, req: &Request, source: &Source) -> Response {
-        match self.authenticate(now, req, AuthKind::Proxy, source) {
-            Ok(user) => {
-                let who = Authenticated::new(&user.user, user.extension.as_deref());
-                self.route_invite(now, req, &who)
-            }
-            Err(challenge) => challenge,
+    /// A new INVITE for our domain: loop and flood checks, authentication (407; unauthenticated
+    /// calls are never routed), then the call router. `None`: the call answers later.
+    fn invite(
+        &self,
+        now: Instant,
+        req: &Request,
+        ctx: &RequestContext<'_>,
+        outputs: &mut Vec<CallOutput>,
+    ) -> Option<Response> {
+        let source = ctx.source;
+        // RFC 3261 §16.3 step 4: one of our own requests came back.
+        let ours = |via: &Via| self.local.contains(&via.host);
+        if has_our_via(req, &ours) {
+            return Some(reply(req, 482, None));
         }
-    }
-
-    /// SEAM(calls): where an authenticated INVITE becomes a call.
-    fn route_invite(&self, _now: Instant, req: &Request, _who: &Authenticated) -> Response {
-        reply(req, 480, Some("Calls are not available yet"))
+        // Flood limits per source, before any work that costs (RFC 3261 §21.5.4: 503 with
+        // Retry-After).
+        let ip = source.peer.ip().to_canonical();
+        if !self.calls.admit_invite(ip, now) {
+            bump(&self.stats.invites_limited);
+            debug!(source = %ip, "INVITE rate limit");
+            let mut resp = reply(req, 503, Some("Too many calls"));
+            resp.headers
+                .push(HeaderName::RetryAfter, self.calls.retry_after().to_string());
+            return Some(resp);
+        }
+        let user = match self.authenticate(now, req, AuthKind::Proxy, source) {
+            Ok(user) => user,
+            Err(challenge) => return Some(challenge),
+        };
+        if !ctx.stateful {
+            let mut resp = reply(req, 503, None);
+            resp.headers.push(HeaderName::RetryAfter, "5");
+            return Some(resp);
+        }
+        let who = Authenticated::new(&user.user, user.extension.as_deref());
+        let incoming = Incoming {
+            now,
+            invite: req,
+            who: &who,
+            source,
+            server_key: ctx.key.clone(),
+            respond_to: ctx.destination,
+            local_tag: ctx.tag.to_owned(),
+        };
+        self.calls
+            .route(incoming, &*self.users, &self.registrar, outputs)
+            .err()
     }
 
     /// Runs the digest policy; `Err` holds the challenge to send.
@@ -643,15 +819,19 @@ impl Endpoint {
         Err(resp)
     }
 
-    /// Fires every timer due at `now` (transaction retransmissions and expiry, registration
-    /// expiry, ban expiry) and appends the retransmissions to `out`.
+    /// Fires every timer due at `now` (transaction retransmissions and expiry, call timers,
+    /// registration expiry, ban expiry, NAT keep-alives) and appends what to send to `out`.
     pub fn handle_timeout(&self, now: Instant, out: &mut Vec<Transmit>) {
         let before = out.len();
         let result = catch_unwind(AssertUnwindSafe(|| {
             for (answer, destination) in self.transactions.handle_timeout(now) {
                 self.send_wire(answer, destination, out);
             }
+            let mut outputs = Vec::new();
+            self.calls.handle_timeout(now, &mut outputs);
+            self.apply(now, outputs, out);
             self.registrar.handle_timeout(now);
+            self.keepalives(now, out);
             for ip in self.auth.handle_timeout(now) {
                 tracing::info!(source = %ip, "ban lifted");
             }
@@ -667,12 +847,66 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.transactions.poll_timeout(),
+            self.calls.poll_timeout(),
             self.registrar.poll_timeout(),
             self.auth.poll_timeout(),
+            *self.next_keepalive.lock(),
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// NAT keep-alives: every `nat_keepalive_interval`, a CRLFCRLF datagram (RFC 5626 §3.5.1
+    /// style) to each registered UDP flow, from the local socket the device registered to, so
+    /// its NAT keeps the binding open for our INVITEs. A CRLFCRLF needs no transaction and no
+    /// answer (devices ignore it); it does not detect dead devices, which the registration
+    /// expiry and the call timers handle.
+    fn keepalives(&self, now: Instant, out: &mut Vec<Transmit>) {
+        let Some(interval) = self.keepalive_interval else {
+            return;
+        };
+        {
+            let mut next = self.next_keepalive.lock();
+            match *next {
+                None => {
+                    *next = Some(now + interval);
+                    return;
+                }
+                Some(at) if at > now => return,
+                Some(_) => *next = Some(now + interval),
+            }
+        }
+        let mut flows: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+        for b in self.registrar.snapshot() {
+            if b.source.transport == TransportKind::Udp
+                && b.expires_at > now
+                && flows.insert((b.source.local, b.source.peer))
+            {
+                out.push(Transmit {
+                    destination: Destination {
+                        transport: TransportKind::Udp,
+                        addr: b.source.peer,
+                        connection: None,
+                        local: Some(b.source.local),
+                    },
+                    bytes: Bytes::from_static(KEEPALIVE),
+                });
+                bump(&self.stats.keepalives_sent);
+            }
+        }
+    }
+
+    /// Moves the call records produced since the last call into `out` (oldest first): one
+    /// snapshot when a call starts ringing, one when it is answered, one when it ends, all with
+    /// the same `id` (upsert by id). See [`CallRecord`].
+    pub fn drain_call_records(&self, out: &mut Vec<CallRecord>) {
+        self.calls.drain_records(out);
+    }
+
+    /// The calls ringing or active now, oldest first.
+    pub fn active_calls(&self) -> Vec<CallSummary> {
+        self.calls.active_calls()
     }
 
     /// A connection (TCP, TLS, WS, WSS) closed: bindings that live on it go.
@@ -696,6 +930,10 @@ impl Endpoint {
         EndpointStats {
             requests: l(&s.requests),
             responses: l(&s.responses),
+            stray_responses: l(&s.stray_responses),
+            calls: self.calls.len() as u64,
+            keepalives_sent: l(&s.keepalives_sent),
+            invites_limited: l(&s.invites_limited),
             malformed_requests: l(&s.malformed_requests),
             malformed_responses_dropped: l(&s.malformed_responses_dropped),
             garbage_dropped: l(&s.garbage_dropped),
@@ -768,6 +1006,28 @@ impl Endpoint {
     pub fn domain(&self) -> &str {
         &self.domain
     }
+}
+
+/// What [`Endpoint::dispatch`] needs about the request besides the request.
+struct RequestContext<'a> {
+    /// For a CANCEL: the INVITE transaction it targets.
+    cancelled: Option<&'a TransactionKey>,
+    source: &'a Source,
+    /// The request's server transaction.
+    key: &'a TransactionKey,
+    /// Where responses go.
+    destination: Destination,
+    /// Our To tag for this request (also leg A's tag of a call it starts).
+    tag: &'a str,
+    /// Whether a server transaction exists (the table was not full).
+    stateful: bool,
+}
+
+/// The decision of [`Endpoint::dispatch`].
+enum Dispatched {
+    Answer(Response),
+    /// A call answers later through its outputs.
+    Pending,
 }
 
 /// A response to `req` with the RFC 3261 §8.2.6 headers copied.

@@ -1,5 +1,6 @@
 //! Confab's PBX domain: the request dispatcher ([`Endpoint`]), the digest authentication policy
-//! with failure counting and bans, and the registrar/location service.
+//! with failure counting and bans, the registrar/location service, and calls between users
+//! ([`call`]: a B2BUA that rings every device and anchors media through a [`MediaRelay`]).
 //!
 //! Sans-IO like `confab-sip`: nothing here reads a clock, sleeps, spawns or touches a socket.
 //! Time arrives as `Instant` arguments, bytes as slices, and answers leave as
@@ -8,12 +9,14 @@
 
 mod auth;
 pub mod ban;
+pub mod call;
 pub mod config;
 pub mod directory;
 pub mod endpoint;
 pub mod registrar;
 
-pub use config::CoreConfig;
-pub use directory::{MemoryDirectory, UserCredential, UserDirectory};
+pub use call::{CallRecord, CallSummary, MediaRelay};
+pub use config::{CallConfig, CoreConfig};
+pub use directory::{DirectoryUser, MemoryDirectory, UserCredential, UserDirectory};
 pub use endpoint::{Endpoint, EndpointStats};
 pub use registrar::{Authenticated, Registrar, RegistrarConfig};

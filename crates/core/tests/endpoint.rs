@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use confab_core::call::FakeMediaRelay;
 use confab_core::{CoreConfig, Endpoint, MemoryDirectory};
 use confab_sip::auth::{client_authorization, Algorithm};
 use confab_sip::{ConnectionId, HeaderName, Message, Response, Source, Transmit, TransportKind};
@@ -43,7 +44,12 @@ impl Harness {
         users.insert("bob", Some("1002"), "builder");
         let t0 = Instant::now();
         Self {
-            ep: Endpoint::new(config, Arc::new(users), t0),
+            ep: Endpoint::new(
+                config,
+                Arc::new(users),
+                Arc::new(FakeMediaRelay::new("192.0.2.20".parse().unwrap())),
+                t0,
+            ),
             t0,
             now: t0,
             seq: 0,
@@ -723,7 +729,7 @@ fn methods_without_a_handler() {
 }
 
 #[test]
-fn invite_is_challenged_with_407_then_gets_480() {
+fn invite_is_challenged_with_407_then_gets_480_when_the_callee_has_no_device() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
     let b = h.branch();
@@ -766,9 +772,11 @@ fn invite_is_challenged_with_407_then_gets_480() {
     ));
     inv2.cseq = 2;
     let (r, _) = h.ask(&inv2.render(), &src);
+    // Authenticated, routed, but bob has no registered device (crates/core/tests/calls.rs
+    // covers calls that ring).
     assert_eq!(
         (r.status.0, r.reason.as_str()),
-        (480, "Calls are not available yet")
+        (480, "Temporarily Unavailable")
     );
 
     // A stray ACK (no transaction) is dropped.

@@ -105,7 +105,10 @@ impl fmt::Debug for MediaEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MediaEngine")
             .field("bind_ip", &self.inner.config.bind_ip)
-            .field("ports", &(self.inner.config.port_min..=self.inner.config.port_max))
+            .field(
+                "ports",
+                &(self.inner.config.port_min..=self.inner.config.port_max),
+            )
             .field("workers", &self.inner.workers.len())
             .finish()
     }
@@ -114,8 +117,12 @@ impl fmt::Debug for MediaEngine {
 impl MediaEngine {
     /// Checks the configuration and starts the workers.
     pub fn start(config: MediaConfig) -> Result<Self, Error> {
-        if config.bind_ip.is_ipv4() != config.advertise_ip.is_ipv4() && !config.bind_ip.is_unspecified() {
-            return Err(Error::Config("bind_ip and advertise_ip are of different families"));
+        if config.bind_ip.is_ipv4() != config.advertise_ip.is_ipv4()
+            && !config.bind_ip.is_unspecified()
+        {
+            return Err(Error::Config(
+                "bind_ip and advertise_ip are of different families",
+            ));
         }
         let pool = Arc::new(Mutex::new(PortPool::new(config.port_min, config.port_max)?));
         let count = match config.workers {
@@ -128,11 +135,30 @@ impl MediaEngine {
             let (commands, receiver) = mpsc::sync_channel(config.command_queue.max(1));
             let wake = Arc::new(EventFd::new()?);
             let sessions = Arc::new(AtomicUsize::new(0));
-            let worker = Worker::new(receiver, Arc::clone(&wake), Arc::clone(&sessions), config.latch.clone())?;
-            let thread = std::thread::Builder::new().name(format!("confab-media-{i}")).spawn(move || worker.run())?;
-            workers.push(WorkerHandle { commands, wake, sessions, thread: Some(thread) });
+            let worker = Worker::new(
+                receiver,
+                Arc::clone(&wake),
+                Arc::clone(&sessions),
+                config.latch.clone(),
+            )?;
+            let thread = std::thread::Builder::new()
+                .name(format!("confab-media-{i}"))
+                .spawn(move || worker.run())?;
+            workers.push(WorkerHandle {
+                commands,
+                wake,
+                sessions,
+                thread: Some(thread),
+            });
         }
-        Ok(Self { inner: Arc::new(Inner { config, pool, workers, next_id: AtomicU64::new(1) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                workers,
+                next_id: AtomicU64::new(1),
+            }),
+        })
     }
 
     pub fn config(&self) -> &MediaConfig {
@@ -166,22 +192,35 @@ impl MediaEngine {
         })
     }
 
+    /// Allocates one session per media stream (m-line) of a call, all or nothing: if one fails,
+    /// those allocated before it are released.
+    pub fn allocate_streams(&self, streams: usize) -> Result<Vec<MediaSession>, Error> {
+        (0..streams).map(|_| self.allocate()).collect()
+    }
+
     /// Takes a leg's SDP address (and payload types). Latching may later override the address.
     pub fn set_remote(&self, id: SessionId, leg: Leg, remote: RemoteMedia) -> Result<(), Error> {
-        self.request(id, |reply| Command::SetRemote { id, leg, remote, reply })?
-            .then_some(())
-            .ok_or(Error::UnknownSession(id))
+        self.request(id, |reply| Command::SetRemote {
+            id,
+            leg,
+            remote,
+            reply,
+        })?
+        .then_some(())
+        .ok_or(Error::UnknownSession(id))
     }
 
     /// A snapshot of the session's statistics; `last_packet_at` per leg tells dead media.
     pub fn stats(&self, id: SessionId) -> Result<SessionStats, Error> {
-        self.request(id, |reply| Command::Stats { id, reply })?.ok_or(Error::UnknownSession(id))
+        self.request(id, |reply| Command::Stats { id, reply })?
+            .ok_or(Error::UnknownSession(id))
     }
 
     /// Ends the session: its sockets are closed and its ports are back in the pool when this
     /// returns. Returns the final statistics.
     pub fn release(&self, id: SessionId) -> Result<SessionStats, Error> {
-        self.request(id, |reply| Command::Release { id, reply })?.ok_or(Error::UnknownSession(id))
+        self.request(id, |reply| Command::Release { id, reply })?
+            .ok_or(Error::UnknownSession(id))
     }
 
     /// Ports (RTP and RTCP) currently bound by sessions.
@@ -191,13 +230,28 @@ impl MediaEngine {
 
     /// Live sessions over all workers.
     pub fn session_count(&self) -> usize {
-        self.inner.workers.iter().map(|w| w.sessions.load(Ordering::Relaxed)).sum()
+        self.inner
+            .workers
+            .iter()
+            .map(|w| w.sessions.load(Ordering::Relaxed))
+            .sum()
     }
 
-    fn request<T>(&self, id: SessionId, command: impl FnOnce(SyncSender<T>) -> Command) -> Result<T, Error> {
-        let worker = self.inner.workers.get(id.worker()).ok_or(Error::UnknownSession(id))?;
+    fn request<T>(
+        &self,
+        id: SessionId,
+        command: impl FnOnce(SyncSender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let worker = self
+            .inner
+            .workers
+            .get(id.worker())
+            .ok_or(Error::UnknownSession(id))?;
         let (reply, answer) = mpsc::sync_channel(1);
-        worker.commands.send(command(reply)).map_err(|_| Error::Stopped)?;
+        worker
+            .commands
+            .send(command(reply))
+            .map_err(|_| Error::Stopped)?;
         worker.wake.wake();
         answer.recv().map_err(|_| Error::Stopped)
     }
@@ -216,7 +270,11 @@ pub struct MediaSession {
 
 impl fmt::Debug for MediaSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MediaSession").field("id", &self.id).field("a", &self.a).field("b", &self.b).finish()
+        f.debug_struct("MediaSession")
+            .field("id", &self.id)
+            .field("a", &self.a)
+            .field("b", &self.b)
+            .finish()
     }
 }
 

@@ -32,6 +32,6 @@ mod worker;
 pub use engine::{MediaConfig, MediaEngine, MediaSession, SessionId};
 pub use error::Error;
 pub use relay::{
-    Channel, Counter, DropCounters, DropReason, LatchConfig, Leg, LegStats, PayloadKind, ReceptionReport,
-    RelaySession, RemoteMedia, SessionStats, Verdict,
+    Channel, Counter, DropCounters, DropReason, LatchConfig, Leg, LegStats, PayloadKind,
+    ReceptionReport, RelaySession, RemoteMedia, SessionStats, Verdict,
 };

@@ -19,12 +19,21 @@ pub(crate) struct PortPool {
 
 impl PortPool {
     pub(crate) fn new(min: u16, max: u16) -> Result<Self, Error> {
-        let first = min.checked_add(min % 2).ok_or(Error::Config("port_min too high"))?;
+        let first = min
+            .checked_add(min % 2)
+            .ok_or(Error::Config("port_min too high"))?;
         let free: VecDeque<u16> = (first..max).step_by(2).collect();
         if free.len() < 2 {
-            return Err(Error::Config("the port range holds fewer than two RTP/RTCP pairs"));
+            return Err(Error::Config(
+                "the port range holds fewer than two RTP/RTCP pairs",
+            ));
         }
-        Ok(Self { free, leased: 0, min, max })
+        Ok(Self {
+            free,
+            leased: 0,
+            min,
+            max,
+        })
     }
 }
 
@@ -78,9 +87,14 @@ pub(crate) fn bind_pair(pool: &Arc<Mutex<PortPool>>, ip: IpAddr) -> Result<PortP
     for _ in 0..attempts {
         let lease = {
             let mut p = lock(pool);
-            let Some(rtp_port) = p.free.pop_front() else { break };
+            let Some(rtp_port) = p.free.pop_front() else {
+                break;
+            };
             p.leased += 1;
-            PortLease { pool: Arc::clone(pool), rtp_port }
+            PortLease {
+                pool: Arc::clone(pool),
+                rtp_port,
+            }
         };
         let bind = |port: u16| -> io::Result<UdpSocket> {
             let socket = UdpSocket::bind(SocketAddr::new(ip, port))?;

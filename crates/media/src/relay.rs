@@ -80,7 +80,11 @@ pub struct RemoteMedia {
 
 impl RemoteMedia {
     pub fn new(rtp: SocketAddr) -> Self {
-        Self { rtp, rtcp: None, payloads: Vec::new() }
+        Self {
+            rtp,
+            rtcp: None,
+            payloads: Vec::new(),
+        }
     }
 
     pub fn with_rtcp(mut self, rtcp: SocketAddr) -> Self {
@@ -328,24 +332,33 @@ enum Kind {
 
 impl RelaySession {
     pub fn new(config: LatchConfig) -> Self {
-        Self { config, legs: [LegState::default(), LegState::default()] }
+        Self {
+            config,
+            legs: [LegState::default(), LegState::default()],
+        }
     }
 
     /// Takes a leg's SDP address and payload types. If the address differs from the one before,
     /// the phone changed (a re-INVITE, a transfer): the latch is released, so the next valid
-    /// packet latches afresh.
+    /// packet latches afresh. An unspecified address or port 0 (RFC 2543 hold with
+    /// `c=0.0.0.0`, a disabled stream) names no destination: the relay never sends there, and
+    /// an existing latch is kept so the call resumes where it was.
     pub fn set_remote(&mut self, leg: Leg, remote: RemoteMedia) {
         let state = &mut self.legs[leg.index()];
-        if let Some(old) = &state.sdp {
-            if old.rtp != remote.rtp {
-                state.rtp = Latch::default();
-            }
-            if old.rtcp_or_default() != remote.rtcp_or_default() {
-                state.rtcp = Latch::default();
+        if usable(remote.rtp) {
+            if let Some(old) = state.sdp.as_ref().filter(|old| usable(old.rtp)) {
+                if old.rtp != remote.rtp {
+                    state.rtp = Latch::default();
+                }
+                if old.rtcp_or_default() != remote.rtcp_or_default() {
+                    state.rtcp = Latch::default();
+                }
             }
         }
         for &(pt, kind) in &remote.payloads {
-            let Some(slot) = state.clock.get_mut(usize::from(pt)) else { continue };
+            let Some(slot) = state.clock.get_mut(usize::from(pt)) else {
+                continue;
+            };
             let bit = 1u128 << pt;
             match kind {
                 PayloadKind::Audio { clock_rate } => {
@@ -443,13 +456,17 @@ impl RelaySession {
         s.rtcp_latched = this.rtcp.addr.is_some();
         if let Some(r) = &mut s.report {
             // The phone reports on the stream it receives: the other leg's, at its clock rate.
-            r.jitter = stats::units_to_duration(f64::from(r.jitter_units), other.jitter.clock_rate());
+            r.jitter =
+                stats::units_to_duration(f64::from(r.jitter_units), other.jitter.clock_rate());
         }
         s
     }
 
     pub fn stats(&self) -> SessionStats {
-        SessionStats { a: self.leg_stats(Leg::A), b: self.leg_stats(Leg::B) }
+        SessionStats {
+            a: self.leg_stats(Leg::A),
+            b: self.leg_stats(Leg::B),
+        }
     }
 }
 
@@ -458,9 +475,13 @@ fn classify(channel: Channel, packet: &[u8]) -> Result<Kind, DropReason> {
         return Err(DropReason::Keepalive);
     }
     if channel == Channel::Rtcp || rtp::is_rtcp(packet) {
-        return rtp::rtcp_sender_ssrc(packet).map(Kind::Rtcp).ok_or(DropReason::Malformed);
+        return rtp::rtcp_sender_ssrc(packet)
+            .map(Kind::Rtcp)
+            .ok_or(DropReason::Malformed);
     }
-    RtpHeader::parse(packet).map(Kind::Rtp).ok_or(DropReason::Malformed)
+    RtpHeader::parse(packet)
+        .map(Kind::Rtp)
+        .ok_or(DropReason::Malformed)
 }
 
 fn drop_packet(leg: &mut LegState, reason: DropReason) -> Verdict {
@@ -473,6 +494,11 @@ fn drop_packet(leg: &mut LegState, reason: DropReason) -> Verdict {
         DropReason::NoDestination => d.no_destination += 1,
     }
     Verdict::Drop(reason)
+}
+
+/// Whether an SDP address can be sent to (not `0.0.0.0`/`::`, not port 0).
+fn usable(addr: SocketAddr) -> bool {
+    !addr.ip().is_unspecified() && addr.port() != 0
 }
 
 fn next_port(addr: SocketAddr) -> SocketAddr {
@@ -491,10 +517,14 @@ impl LegState {
 
     fn sdp_address(&self, channel: Channel) -> Option<SocketAddr> {
         let sdp = self.sdp.as_ref()?;
-        Some(match channel {
-            Channel::Rtp => sdp.rtp,
-            Channel::Rtcp => sdp.rtcp_or_default(),
-        })
+        let addr = match (channel, sdp.rtcp) {
+            (Channel::Rtp, _) => sdp.rtp,
+            (Channel::Rtcp, Some(rtcp)) => rtcp,
+            // RTP port + 1 only of a usable RTP address (port 0 + 1 is not a destination).
+            (Channel::Rtcp, None) if usable(sdp.rtp) => next_port(sdp.rtp),
+            (Channel::Rtcp, None) => return None,
+        };
+        usable(addr).then_some(addr)
     }
 
     fn destination(&self, channel: Channel) -> Option<SocketAddr> {
@@ -505,7 +535,7 @@ impl LegState {
                 .rtcp
                 .addr
                 .or_else(|| self.sdp_address(Channel::Rtcp))
-                .or_else(|| self.rtp.addr.map(next_port)),
+                .or_else(|| self.rtp.addr.map(next_port).filter(|a| usable(*a))),
         }
     }
 
@@ -525,9 +555,9 @@ impl LegState {
             None => !config.require_sdp_ip || sdp.is_some_and(|s| s.ip() == source.ip()),
             Some(_) => {
                 let relatch = sdp == Some(source)
-                    || latch
-                        .last_seen
-                        .is_none_or(|t| now.saturating_duration_since(t) >= config.relatch_after_silence)
+                    || latch.last_seen.is_none_or(|t| {
+                        now.saturating_duration_since(t) >= config.relatch_after_silence
+                    })
                     || (config.relatch_on_same_ssrc && latch.ssrc == Some(ssrc));
                 let allowed = !config.require_sdp_ip || sdp.is_some_and(|s| s.ip() == source.ip());
                 if relatch && allowed {
@@ -631,8 +661,17 @@ mod tests {
         let v = s.handle_packet(t0 + 2 * MS, Leg::A, Channel::Rtp, at(4000), &pcmu(2, 0xa));
         assert_eq!(v, Verdict::Forward(at(61000)));
         let b = s.leg_stats(Leg::B);
-        assert_eq!((b.rtp_remote, b.rtp_latched, b.relatches), (Some(at(61000)), true, 0));
-        assert_eq!(s.leg_stats(Leg::A).forwarded, Counter { packets: 2, bytes: 344 });
+        assert_eq!(
+            (b.rtp_remote, b.rtp_latched, b.relatches),
+            (Some(at(61000)), true, 0)
+        );
+        assert_eq!(
+            s.leg_stats(Leg::A).forwarded,
+            Counter {
+                packets: 2,
+                bytes: 344
+            }
+        );
     }
 
     #[test]
@@ -661,25 +700,58 @@ mod tests {
             assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
         }
         let b = s.leg_stats(Leg::B);
-        assert_eq!((b.dropped.foreign_source, b.rtp_remote, b.relatches), (49, Some(at(61000)), 0));
-        assert_eq!(b.rtp.packets, 50, "foreign packets are not counted as the phone's");
+        assert_eq!(
+            (b.dropped.foreign_source, b.rtp_remote, b.relatches),
+            (49, Some(at(61000)), 0)
+        );
+        assert_eq!(
+            b.rtp.packets, 50,
+            "foreign packets are not counted as the phone's"
+        );
     }
 
     #[test]
     fn relatches_after_silence_as_when_a_nat_rebinds() {
         let t0 = Instant::now();
-        let mut s = session(LatchConfig { relatch_on_same_ssrc: false, ..LatchConfig::default() });
+        let mut s = session(LatchConfig {
+            relatch_on_same_ssrc: false,
+            ..LatchConfig::default()
+        });
         let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
         // 999 ms later a new source (even with the same SSRC: that rule is off) is refused...
-        let v = s.handle_packet(t0 + 999 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(2, 0xb));
+        let v = s.handle_packet(
+            t0 + 999 * MS,
+            Leg::B,
+            Channel::Rtp,
+            at(62000),
+            &pcmu(2, 0xb),
+        );
         assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
         // ...at 1000 ms of silence it takes over, and A's packets follow it.
-        let v = s.handle_packet(t0 + 1000 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(3, 0xb));
+        let v = s.handle_packet(
+            t0 + 1000 * MS,
+            Leg::B,
+            Channel::Rtp,
+            at(62000),
+            &pcmu(3, 0xb),
+        );
         assert_eq!(v, Verdict::Forward(at(4000)));
-        let v = s.handle_packet(t0 + 1001 * MS, Leg::A, Channel::Rtp, at(4000), &pcmu(1, 0xa));
+        let v = s.handle_packet(
+            t0 + 1001 * MS,
+            Leg::A,
+            Channel::Rtp,
+            at(4000),
+            &pcmu(1, 0xa),
+        );
         assert_eq!(v, Verdict::Forward(at(62000)));
         // The old mapping is now the foreign one.
-        let v = s.handle_packet(t0 + 1002 * MS, Leg::B, Channel::Rtp, at(61000), &pcmu(4, 0xb));
+        let v = s.handle_packet(
+            t0 + 1002 * MS,
+            Leg::B,
+            Channel::Rtp,
+            at(61000),
+            &pcmu(4, 0xb),
+        );
         assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
         assert_eq!(s.leg_stats(Leg::B).relatches, 1);
     }
@@ -716,29 +788,72 @@ mod tests {
     }
 
     #[test]
+    fn an_unspecified_sdp_address_is_never_a_destination_and_keeps_the_latch() {
+        let t0 = Instant::now();
+        let mut s = session(LatchConfig::default());
+        let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
+        // RFC 2543 hold: c=0.0.0.0. The latch stays, so media resumes where it was.
+        s.set_remote(
+            Leg::B,
+            RemoteMedia::new(SocketAddr::from(([0, 0, 0, 0], 6000))),
+        );
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(61000)));
+        s.set_remote(Leg::B, RemoteMedia::new(at(6000)));
+        assert_eq!(s.destination(Leg::B, Channel::Rtp), Some(at(61000)));
+        // A leg whose only address is unspecified (or port 0) has no destination at all.
+        s.set_remote(
+            Leg::A,
+            RemoteMedia::new(SocketAddr::from(([0, 0, 0, 0], 4000))),
+        );
+        assert_eq!(s.destination(Leg::A, Channel::Rtp), None);
+        s.set_remote(Leg::A, RemoteMedia::new(at(0)));
+        let v = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(2, 0xb));
+        assert_eq!(v, Verdict::Drop(DropReason::NoDestination));
+        assert_eq!(s.destination(Leg::A, Channel::Rtcp), None);
+    }
+
+    #[test]
     fn require_sdp_ip_refuses_other_hosts() {
         let t0 = Instant::now();
-        let mut s = session(LatchConfig { require_sdp_ip: true, ..LatchConfig::default() });
+        let mut s = session(LatchConfig {
+            require_sdp_ip: true,
+            ..LatchConfig::default()
+        });
         let other_host = SocketAddr::from(([127, 0, 0, 2], 6000));
         let v = s.handle_packet(t0, Leg::B, Channel::Rtp, other_host, &pcmu(1, 0xb));
         assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
         let v = s.handle_packet(t0, Leg::B, Channel::Rtp, at(6002), &pcmu(1, 0xb));
         assert_eq!(v, Verdict::Forward(at(4000)));
-        let v = s.handle_packet(t0 + 5000 * MS, Leg::B, Channel::Rtp, other_host, &pcmu(2, 0xb));
+        let v = s.handle_packet(
+            t0 + 5000 * MS,
+            Leg::B,
+            Channel::Rtp,
+            other_host,
+            &pcmu(2, 0xb),
+        );
         assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
     }
 
     #[test]
     fn keepalives_hold_the_latch_and_are_not_forwarded() {
         let t0 = Instant::now();
-        let mut s = session(LatchConfig { relatch_on_same_ssrc: false, ..LatchConfig::default() });
+        let mut s = session(LatchConfig {
+            relatch_on_same_ssrc: false,
+            ..LatchConfig::default()
+        });
         let _ = s.handle_packet(t0, Leg::B, Channel::Rtp, at(61000), &pcmu(1, 0xb));
         // On hold, B only sends empty keepalives (RFC 6263 §4.1) every 800 ms.
         for i in 1..=5u32 {
             let v = s.handle_packet(t0 + 800 * MS * i, Leg::B, Channel::Rtp, at(61000), &[]);
             assert_eq!(v, Verdict::Drop(DropReason::Keepalive));
         }
-        let v = s.handle_packet(t0 + 4500 * MS, Leg::B, Channel::Rtp, at(62000), &pcmu(2, 0xc));
+        let v = s.handle_packet(
+            t0 + 4500 * MS,
+            Leg::B,
+            Channel::Rtp,
+            at(62000),
+            &pcmu(2, 0xc),
+        );
         assert_eq!(v, Verdict::Drop(DropReason::ForeignSource));
         assert_eq!(s.leg_stats(Leg::B).dropped.keepalive, 5);
     }
@@ -784,7 +899,15 @@ mod tests {
         let a = s.leg_stats(Leg::A);
         assert_eq!((a.rtp.packets, a.rtcp.packets), (0, 1));
         let r = a.report.unwrap();
-        assert_eq!((r.source_ssrc, r.fraction_lost, r.cumulative_lost, r.jitter_units), (0xb, 0.25, 3, 80));
+        assert_eq!(
+            (
+                r.source_ssrc,
+                r.fraction_lost,
+                r.cumulative_lost,
+                r.jitter_units
+            ),
+            (0xb, 0.25, 3, 80)
+        );
     }
 
     #[test]
@@ -793,7 +916,13 @@ mod tests {
         let mut s = session(LatchConfig::default());
         // B sends PCMU (8 kHz) with SSRC 0xb; A's RR has a block about 0x99 first, then 0xb.
         for i in 0..3u16 {
-            let _ = s.handle_packet(t0 + 20 * MS * u32::from(i), Leg::B, Channel::Rtp, at(6000), &pcmu(i, 0xb));
+            let _ = s.handle_packet(
+                t0 + 20 * MS * u32::from(i),
+                Leg::B,
+                Channel::Rtp,
+                at(6000),
+                &pcmu(i, 0xb),
+            );
         }
         let report = rr(0xa, &[(0x99, 0, 0, 0, 1), (0xb, 0, 1, 2, 160)]);
         let _ = s.handle_packet(t0, Leg::A, Channel::Rtcp, at(4001), &report);
@@ -823,7 +952,10 @@ mod tests {
         // |D| = 64 units for packet 60 and again for 61, then decay by 15/16 per packet:
         // J = 64/16 = 4; J = 4 + (64 - 4)/16 = 7.75; then 38 packets with D = 0.
         let expected = 7.75 * (15.0f64 / 16.0).powi(38);
-        assert!((f64::from(a.jitter_units) - expected.floor()).abs() <= 1.0, "{a:?}");
+        assert!(
+            (f64::from(a.jitter_units) - expected.floor()).abs() <= 1.0,
+            "{a:?}"
+        );
         assert_eq!(s.leg_stats(Leg::B).expected, 0);
     }
 
@@ -831,10 +963,13 @@ mod tests {
     fn telephone_events_pass_through_counted_and_outside_jitter() {
         let t0 = Instant::now();
         let mut s = RelaySession::new(LatchConfig::default());
-        s.set_remote(Leg::A, RemoteMedia::new(at(4000)).with_payload(101, PayloadKind::TelephoneEvent));
+        s.set_remote(
+            Leg::A,
+            RemoteMedia::new(at(4000)).with_payload(101, PayloadKind::TelephoneEvent),
+        );
         s.set_remote(Leg::B, RemoteMedia::new(at(6000)));
-        let mut seq = 0u16;
         for i in 0..10u32 {
+            let seq = i as u16;
             let now = t0 + 20 * MS * i;
             let packet = if (3..7).contains(&i) {
                 // An RFC 4733 event: the timestamp stays at the event start.
@@ -844,7 +979,6 @@ mod tests {
             } else {
                 rtp(0, seq, 160 * i, 0xa, 160)
             };
-            seq += 1;
             let v = s.handle_packet(now, Leg::A, Channel::Rtp, at(4000), &packet);
             assert_eq!(v, Verdict::Forward(at(6000)));
         }
@@ -870,14 +1004,28 @@ mod tests {
     fn garbage_is_dropped_and_counted_without_latching() {
         let t0 = Instant::now();
         let mut s = session(LatchConfig::default());
-        for garbage in [&b"\x00"[..], b"hello world!", &[0x80; 11], &[0x8f; 12], b"\x00\x01\x00\x00stun"] {
+        for garbage in [
+            &b"\x00"[..],
+            b"hello world!",
+            &[0x80; 11],
+            &[0x8f; 12],
+            b"\x00\x01\x00\x00stun",
+        ] {
             let v = s.handle_packet(t0, Leg::B, Channel::Rtp, at(31337), garbage);
             assert_eq!(v, Verdict::Drop(DropReason::Malformed));
             let v = s.handle_packet(t0, Leg::B, Channel::Rtcp, at(31337), garbage);
             assert_eq!(v, Verdict::Drop(DropReason::Malformed));
         }
         let b = s.leg_stats(Leg::B);
-        assert_eq!((b.dropped.malformed, b.rtp_latched, b.rtcp_latched, b.last_packet_at), (10, false, false, None));
+        assert_eq!(
+            (
+                b.dropped.malformed,
+                b.rtp_latched,
+                b.rtcp_latched,
+                b.last_packet_at
+            ),
+            (10, false, false, None)
+        );
     }
 
     proptest::proptest! {

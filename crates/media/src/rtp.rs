@@ -65,7 +65,9 @@ pub fn rtcp_sender_ssrc(packet: &[u8]) -> Option<u32> {
     if packet.len() < 8 || !is_rtcp(packet) {
         return None;
     }
-    Some(u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]))
+    Some(u32::from_be_bytes([
+        packet[4], packet[5], packet[6], packet[7],
+    ]))
 }
 
 /// One reception report block (RFC 3550 §6.4.1), from an SR or RR.
@@ -97,7 +99,12 @@ pub struct ReportBlocks<'a> {
 
 impl<'a> ReportBlocks<'a> {
     pub fn new(datagram: &'a [u8]) -> Self {
-        Self { rest: datagram, current: &[], reporter: 0, remaining: 0 }
+        Self {
+            rest: datagram,
+            current: &[],
+            reporter: 0,
+            remaining: 0,
+        }
     }
 
     /// Moves to the next SR or RR sub-packet; false at the end or at a malformed one.
@@ -124,7 +131,9 @@ impl<'a> ReportBlocks<'a> {
             if packet.len() < 8 {
                 continue;
             }
-            let Some(blocks) = packet.get(blocks_at..) else { continue };
+            let Some(blocks) = packet.get(blocks_at..) else {
+                continue;
+            };
             self.reporter = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
             // Only the blocks that actually fit are read.
             let fit = (blocks.len() / 24).min(usize::from(count));
@@ -268,7 +277,14 @@ pub(crate) mod tests {
                 jitter: 33
             }
         );
-        assert_eq!((blocks[1].reporter_ssrc, blocks[1].cumulative_lost, blocks[1].jitter), (8, 5, 44));
+        assert_eq!(
+            (
+                blocks[1].reporter_ssrc,
+                blocks[1].cumulative_lost,
+                blocks[1].jitter
+            ),
+            (8, 5, 44)
+        );
     }
 
     #[test]

@@ -253,8 +253,16 @@ mod tests {
         let mut j = JitterEstimator::default();
         for i in 0..400u32 {
             let ideal = Duration::from_millis(20 * u64::from(i) + 5);
-            let at = if i % 2 == 0 { t0 + ideal - Duration::from_millis(5) } else { t0 + ideal + Duration::from_millis(5) };
-            j.update(at, 160u32.wrapping_mul(i).wrapping_add(u32::MAX - 1000), 8000);
+            let at = if i % 2 == 0 {
+                t0 + ideal - Duration::from_millis(5)
+            } else {
+                t0 + ideal + Duration::from_millis(5)
+            };
+            j.update(
+                at,
+                160u32.wrapping_mul(i).wrapping_add(u32::MAX - 1000),
+                8000,
+            );
         }
         assert!((f64::from(j.units()) - 80.0).abs() <= 1.0, "{}", j.jitter);
     }

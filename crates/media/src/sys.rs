@@ -31,15 +31,25 @@ impl Epoll {
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `fd` is a fresh descriptor owned by nothing else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd, events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)] })
+        Ok(Self {
+            fd,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)],
+        })
     }
 
     /// Registers `fd`. Edge-triggered: the owner must read until a read comes back short, or
     /// remember to come back; level-triggered would re-poll every socket read in the previous
     /// turn on each `epoll_wait`, a cost per packet.
     pub(crate) fn add(&self, fd: RawFd, token: u64, edge: bool) -> io::Result<()> {
-        let flags = if edge { libc::EPOLLIN | libc::EPOLLET } else { libc::EPOLLIN };
-        let mut ev = libc::epoll_event { events: flags as u32, u64: token };
+        let flags = if edge {
+            libc::EPOLLIN | libc::EPOLLET
+        } else {
+            libc::EPOLLIN
+        };
+        let mut ev = libc::epoll_event {
+            events: flags as u32,
+            u64: token,
+        };
         // SAFETY: `ev` is a valid epoll_event for the duration of the call.
         cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
         Ok(())
@@ -123,7 +133,9 @@ impl RawAddr {
                 let sin = libc::sockaddr_in {
                     sin_family: libc::AF_INET as libc::sa_family_t,
                     sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
                     sin_zero: [0; 8],
                 };
                 // SAFETY: sockaddr_in (16 bytes) fits in sockaddr_in6 (28 bytes); both are POD.
@@ -133,13 +145,18 @@ impl RawAddr {
             SocketAddr::V6(a) => {
                 storage.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 storage.sin6_port = a.port().to_be();
-                storage.sin6_addr = libc::in6_addr { s6_addr: a.ip().octets() };
+                storage.sin6_addr = libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                };
                 storage.sin6_flowinfo = a.flowinfo();
                 storage.sin6_scope_id = a.scope_id();
                 mem::size_of::<libc::sockaddr_in6>()
             }
         };
-        Self { storage, len: len as libc::socklen_t }
+        Self {
+            storage,
+            len: len as libc::socklen_t,
+        }
     }
 }
 
@@ -151,7 +168,10 @@ fn decode_addr(storage: &libc::sockaddr_in6, len: libc::socklen_t) -> Option<Soc
             let sin: libc::sockaddr_in =
                 unsafe { std::ptr::read((storage as *const libc::sockaddr_in6).cast()) };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
         }
         libc::AF_INET6 if len as usize >= mem::size_of::<libc::sockaddr_in6>() => {
             Some(SocketAddr::V6(SocketAddrV6::new(
@@ -187,40 +207,44 @@ unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     pub(crate) fn new() -> Self {
-        // SAFETY: all-zero iovec, mmsghdr and sockaddr_in6 are valid (null pointers, zero lengths);
-        // pointers are filled in before every call.
+        // SAFETY: all-zero iovec, mmsghdr and sockaddr_in6 are valid (null pointers, zero
+        // lengths); the pointers are set below, once: the boxes never move their contents.
         let zeroed = || unsafe { MaybeUninit::<[libc::mmsghdr; BATCH]>::zeroed().assume_init() };
-        Self {
-            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice().try_into().unwrap_or_else(|_| unreachable!()),
+        let mut batch = Self {
+            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!()),
             // SAFETY: as above.
             addrs: Box::new(unsafe { mem::zeroed() }),
             // SAFETY: as above.
             iovs: Box::new(unsafe { mem::zeroed() }),
             hdrs: Box::new(zeroed()),
-            len: 0,
+            len: BATCH,
+        };
+        for i in 0..BATCH {
+            batch.iovs[i] = libc::iovec {
+                iov_base: batch.bufs[i].as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+            let h = &mut batch.hdrs[i];
+            h.msg_hdr.msg_name = (&mut batch.addrs[i] as *mut libc::sockaddr_in6).cast();
+            h.msg_hdr.msg_iov = &mut batch.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
         }
+        batch
     }
 
     /// Reads up to `BATCH` datagrams without blocking; returns how many (0 when none waited).
     /// Fewer than `BATCH` means the socket's queue was found empty (`recvmmsg` stops at the
     /// first `EAGAIN`).
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        self.len = 0;
-        for i in 0..BATCH {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: MAX_DATAGRAM,
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in6).cast();
+        // The kernel rewrites the name length (in/out) of the slots it filled last time; the
+        // pointers set in `new` stay valid.
+        for h in &mut self.hdrs[..self.len] {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
-            h.msg_len = 0;
         }
+        self.len = 0;
         // SAFETY: every header points at live buffers owned by `self`, sized as declared.
         let n = unsafe {
             libc::recvmmsg(
@@ -236,7 +260,14 @@ impl RecvBatch {
                 self.len = n as usize;
                 Ok(self.len)
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => Ok(0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
             Err(e) => Err(e),
         }
     }
@@ -273,7 +304,9 @@ impl SendBatch {
             // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths).
             iovs: Box::new(unsafe { mem::zeroed() }),
             // SAFETY: as above.
-            hdrs: Box::new(unsafe { MaybeUninit::<[libc::mmsghdr; BATCH]>::zeroed().assume_init() }),
+            hdrs: Box::new(unsafe {
+                MaybeUninit::<[libc::mmsghdr; BATCH]>::zeroed().assume_init()
+            }),
             slots: [0; BATCH],
             len: 0,
         }
@@ -297,7 +330,10 @@ impl SendBatch {
         for i in 0..total {
             let slot = usize::from(self.slots[i]);
             let data = from.get(slot).data;
-            self.iovs[i] = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+            self.iovs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
             let h = &mut self.hdrs[i];
             h.msg_hdr.msg_name = (&mut self.addrs[i].storage as *mut libc::sockaddr_in6).cast();
             h.msg_hdr.msg_namelen = self.addrs[i].len;
@@ -314,7 +350,12 @@ impl SendBatch {
             // SAFETY: headers [done, total) point at live buffers in `self` and `from`; sendmmsg
             // only reads them.
             let n = unsafe {
-                libc::sendmmsg(fd, self.hdrs[done..].as_mut_ptr(), (total - done) as libc::c_uint, libc::MSG_DONTWAIT as _)
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[done..].as_mut_ptr(),
+                    (total - done) as libc::c_uint,
+                    libc::MSG_DONTWAIT as _,
+                )
             };
             match cvt(n) {
                 Ok(n) if n > 0 => done += n as usize,

@@ -15,16 +15,33 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::pool::PortPair;
-use crate::relay::{Channel, DropReason, LatchConfig, Leg, RelaySession, RemoteMedia, SessionStats, Verdict};
+use crate::relay::{
+    Channel, DropReason, LatchConfig, Leg, RelaySession, RemoteMedia, SessionStats, Verdict,
+};
 use crate::sys::{self, Epoll, EventFd, RawAddr, RecvBatch, SendBatch};
 use crate::SessionId;
 
 /// Requests from the control API. Each carries its own reply channel (capacity 1).
 pub(crate) enum Command {
-    Add { id: SessionId, legs: Box<[PortPair; 2]>, reply: SyncSender<io::Result<()>> },
-    SetRemote { id: SessionId, leg: Leg, remote: RemoteMedia, reply: SyncSender<bool> },
-    Stats { id: SessionId, reply: SyncSender<Option<SessionStats>> },
-    Release { id: SessionId, reply: SyncSender<Option<SessionStats>> },
+    Add {
+        id: SessionId,
+        legs: Box<[PortPair; 2]>,
+        reply: SyncSender<io::Result<()>>,
+    },
+    SetRemote {
+        id: SessionId,
+        leg: Leg,
+        remote: RemoteMedia,
+        reply: SyncSender<bool>,
+    },
+    Stats {
+        id: SessionId,
+        reply: SyncSender<Option<SessionStats>>,
+    },
+    Release {
+        id: SessionId,
+        reply: SyncSender<Option<SessionStats>>,
+    },
     Shutdown,
 }
 
@@ -42,8 +59,17 @@ fn token(slot: u32, generation: u32, leg: Leg, channel: Channel) -> u64 {
 
 fn untoken(t: u64) -> (usize, u32, Leg, Channel) {
     let leg = if t & 2 == 0 { Leg::A } else { Leg::B };
-    let channel = if t & 1 == 0 { Channel::Rtp } else { Channel::Rtcp };
-    ((t >> 32) as usize, ((t as u32) >> 2) & GEN_MASK, leg, channel)
+    let channel = if t & 1 == 0 {
+        Channel::Rtp
+    } else {
+        Channel::Rtcp
+    };
+    (
+        (t >> 32) as usize,
+        ((t as u32) >> 2) & GEN_MASK,
+        leg,
+        channel,
+    )
 }
 
 struct Entry {
@@ -187,7 +213,11 @@ impl Worker {
                     continue;
                 }
             };
-            if let Verdict::Forward(to) = entry.relay.handle_packet(now, leg, channel, source, packet.data) {
+            if let Verdict::Forward(to) =
+                entry
+                    .relay
+                    .handle_packet(now, leg, channel, source, packet.data)
+            {
                 let cached = &mut entry.dest[out.index()][channel as usize];
                 let raw = match cached {
                     Some((addr, raw)) if *addr == to => raw,
@@ -215,8 +245,16 @@ impl Worker {
                 Command::Add { id, legs, reply } => {
                     let _ = reply.send(self.add(id, legs));
                 }
-                Command::SetRemote { id, leg, remote, reply } => {
-                    let found = self.entry_mut(id).map(|e| e.relay.set_remote(leg, remote)).is_some();
+                Command::SetRemote {
+                    id,
+                    leg,
+                    remote,
+                    reply,
+                } => {
+                    let found = self
+                        .entry_mut(id)
+                        .map(|e| e.relay.set_remote(leg, remote))
+                        .is_some();
                     let _ = reply.send(found);
                 }
                 Command::Stats { id, reply } => {
@@ -246,13 +284,21 @@ impl Worker {
                 (self.slots.len() - 1) as u32
             }
         };
-        let entry = Entry { id, relay: RelaySession::new(self.latch.clone()), legs, dest: [[None; 2]; 2] };
+        let entry = Entry {
+            id,
+            relay: RelaySession::new(self.latch.clone()),
+            legs,
+            dest: [[None; 2]; 2],
+        };
         let generation = self.slots[slot as usize].generation;
         let mut added = Vec::with_capacity(4);
         for leg in [Leg::A, Leg::B] {
             for channel in [Channel::Rtp, Channel::Rtcp] {
                 let fd = entry.fd(leg, channel);
-                if let Err(e) = self.epoll.add(fd, token(slot, generation, leg, channel), true) {
+                if let Err(e) = self
+                    .epoll
+                    .add(fd, token(slot, generation, leg, channel), true)
+                {
                     for fd in added {
                         let _ = self.epoll.delete(fd);
                     }

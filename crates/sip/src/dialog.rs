@@ -37,7 +37,11 @@ pub struct DialogId {
 
 impl fmt::Display for DialogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{};l={};r={}", self.call_id, self.local_tag, self.remote_tag)
+        write!(
+            f,
+            "{};l={};r={}",
+            self.call_id, self.local_tag, self.remote_tag
+        )
     }
 }
 
@@ -144,8 +148,7 @@ impl Dialog {
         let to = req.to_header().map_err(|_| DialogError::Malformed("To"))?;
         let cseq = req.cseq().map_err(|_| DialogError::Malformed("CSeq"))?;
         let remote_tag = from.tag().unwrap_or_default().to_owned();
-        let remote_target =
-            contact_uri(&req.headers).ok_or(DialogError::Malformed("Contact"))?;
+        let remote_target = contact_uri(&req.headers).ok_or(DialogError::Malformed("Contact"))?;
         let secure = matches!(&req.uri, Uri::Sip(u) if u.secure);
         Ok(Self {
             call_id: req.call_id().to_owned(),
@@ -340,7 +343,10 @@ impl Dialog {
             u.params.remove("method");
             u.headers.clear();
         }
-        let mut routes: Vec<String> = self.route_set[1..].iter().map(ToString::to_string).collect();
+        let mut routes: Vec<String> = self.route_set[1..]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         routes.push(
             NameAddr {
                 display: None,
@@ -392,11 +398,15 @@ mod tests {
         assert_eq!(d.local_cseq, 0);
         assert_eq!(d.route_set.len(), 2);
         assert_eq!(d.route_set[0].to_string(), "<sip:p1.example.com;lr>");
-        assert_eq!(d.remote_target.to_string(), "sip:alice@pc33.atlanta.example.com");
+        assert_eq!(
+            d.remote_target.to_string(),
+            "sip:alice@pc33.atlanta.example.com"
+        );
         assert_eq!(d.id().local_tag, "ourtag");
-        assert!(d.matches_request(&request(
-            &INVITE.replace("To: Bob <sip:bob@biloxi.example.com>", "To: <sip:bob@biloxi.example.com>;tag=ourtag")
-        )));
+        assert!(d.matches_request(&request(&INVITE.replace(
+            "To: Bob <sip:bob@biloxi.example.com>",
+            "To: <sip:bob@biloxi.example.com>;tag=ourtag"
+        ))));
     }
 
     #[test]
@@ -405,7 +415,10 @@ mod tests {
         let bye = d.request(Method::Bye);
         assert_eq!(bye.uri.to_string(), "sip:alice@pc33.atlanta.example.com");
         let routes: Vec<_> = bye.headers.get_all(&HeaderName::Route).collect();
-        assert_eq!(routes, ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]);
+        assert_eq!(
+            routes,
+            ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+        );
         assert_eq!(bye.cseq().unwrap().seq, 1);
         assert_eq!(bye.from_header().unwrap().tag(), Some("ourtag"));
         assert_eq!(bye.to_header().unwrap().tag(), Some("1928301774"));
@@ -444,7 +457,10 @@ mod tests {
         let ok = response(
             &String::from_utf8_lossy(&ringing.to_bytes())
                 .replace("180 Ringing", "200 OK")
-                .replace("Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n", "")
+                .replace(
+                    "Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n",
+                    "",
+                )
                 .replace("sip:bob@192.0.2.4", "sip:bob@192.0.2.5"),
         );
         d.handle_response(&Method::Invite, &ok);
@@ -468,12 +484,17 @@ mod tests {
              Call-ID: a84b4c76e66710\r\n\
              CSeq: 314159 INVITE\r\n\r\n",
         );
-        assert_eq!(Dialog::new_uac(&inv, &trying), Err(DialogError::NoRemoteTag));
+        assert_eq!(
+            Dialog::new_uac(&inv, &trying),
+            Err(DialogError::NoRemoteTag)
+        );
         assert_eq!(DialogError::NoRemoteTag.status(), None);
     }
 
     fn in_dialog(method: &str, cseq: u32, contact: Option<&str>) -> Request {
-        let contact = contact.map(|c| format!("Contact: <{c}>\r\n")).unwrap_or_default();
+        let contact = contact
+            .map(|c| format!("Contact: <{c}>\r\n"))
+            .unwrap_or_default();
         request(&format!(
             "{method} sip:bob@192.0.2.4 SIP/2.0\r\n\
              Via: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK{cseq}\r\n\
@@ -492,8 +513,12 @@ mod tests {
         assert_eq!(e, DialogError::OutOfOrder);
         assert_eq!(e.status(), Some(500));
         assert_eq!(d.remote_cseq, Some(314159));
-        d.handle_request(&in_dialog("INVITE", 314160, Some("sip:alice@198.51.100.1:5070")))
-            .unwrap();
+        d.handle_request(&in_dialog(
+            "INVITE",
+            314160,
+            Some("sip:alice@198.51.100.1:5070"),
+        ))
+        .unwrap();
         assert_eq!(d.remote_cseq, Some(314160));
         assert_eq!(d.remote_target.to_string(), "sip:alice@198.51.100.1:5070");
         // INFO is not a target refresh.

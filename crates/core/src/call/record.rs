@@ -161,8 +161,8 @@ pub struct CallRecord {
     pub end_reason: Option<EndReason>,
     /// Relay statistics at the end, when media was anchored.
     pub media: Option<MediaStats>,
-    /// Caller-side Call-ID, for correlating with phone logs.
-    pub call_id: String,
+    /// The caller's SIP Call-ID (leg A), for correlating with phone logs.
+    pub sip_call_id: String,
 }
 
 /// A live call, for [`crate::Endpoint::active_calls`].

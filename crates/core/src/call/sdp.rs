@@ -63,7 +63,12 @@ impl Sdp {
     /// `o=` line of the leg it is sent on. Codecs, telephone-event and directions are kept:
     /// forwarding the offer and the answer unchanged otherwise makes the negotiated codecs the
     /// intersection of both sides (no transcoding).
-    pub(crate) fn rewrite(&self, relay_ip: IpAddr, ports: &[u16], origin: &mut OriginState) -> Bytes {
+    pub(crate) fn rewrite(
+        &self,
+        relay_ip: IpAddr,
+        ports: &[u16],
+        origin: &mut OriginState,
+    ) -> Bytes {
         Bytes::from(confab_sdp::rewrite_for_relay(&self.0, relay_ip, ports, origin).to_bytes())
     }
 }

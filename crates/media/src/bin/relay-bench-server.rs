@@ -65,7 +65,8 @@ fn main() {
     let mut sink = Vec::new();
     let _ = std::io::stdin().lock().take(1 << 20).read_to_end(&mut sink);
 
-    let (mut rtp, mut fwd, mut lost, mut foreign, mut nodest, mut malformed, mut send_failed) = (0, 0, 0i64, 0, 0, 0, 0);
+    let (mut rtp, mut fwd, mut lost, mut foreign, mut nodest, mut malformed, mut send_failed) =
+        (0, 0, 0i64, 0, 0, 0, 0);
     let mut jitter_max = Duration::ZERO;
     for s in all {
         let Ok(stats) = s.release() else { continue };

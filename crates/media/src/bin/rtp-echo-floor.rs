@@ -42,7 +42,10 @@ fn main() {
     let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(epfd >= 0, "epoll_create1");
     let add = |fd: i32, token: u64| {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
         // SAFETY: a valid event for a live descriptor.
         let r = unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) };
         assert_eq!(r, 0, "epoll_ctl");
@@ -84,16 +87,31 @@ fn main() {
                 mm.echo(got);
                 echoed += mm.send(fd) as u64;
             } else {
+                // SAFETY: an all-zero sockaddr_in is a valid value.
                 let mut from: libc::sockaddr_in = unsafe { std::mem::zeroed() };
                 let mut from_len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
                 // SAFETY: live buffers of the given sizes.
                 let got = unsafe {
-                    libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, (&mut from as *mut libc::sockaddr_in).cast(), &mut from_len)
+                    libc::recvfrom(
+                        fd,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                        (&mut from as *mut libc::sockaddr_in).cast(),
+                        &mut from_len,
+                    )
                 };
                 if got > 0 {
                     // SAFETY: as above; `from` was filled by recvfrom.
                     let sent = unsafe {
-                        libc::sendto(fd, buf.as_ptr().cast(), got as usize, libc::MSG_DONTWAIT, (&from as *const libc::sockaddr_in).cast(), from_len)
+                        libc::sendto(
+                            fd,
+                            buf.as_ptr().cast(),
+                            got as usize,
+                            libc::MSG_DONTWAIT,
+                            (&from as *const libc::sockaddr_in).cast(),
+                            from_len,
+                        )
                     };
                     echoed += u64::from(sent > 0);
                 }

@@ -85,8 +85,18 @@ fn main() {
         .flat_map(|(i, &(a, b))| {
             let k = i % socket_pairs;
             [
-                Stream { socket: 2 * k, to: SocketAddrV4::new(localhost, a), seq: 0, ssrc: 2 * i as u32 + 1 },
-                Stream { socket: 2 * k + 1, to: SocketAddrV4::new(localhost, b), seq: 0, ssrc: 2 * i as u32 + 2 },
+                Stream {
+                    socket: 2 * k,
+                    to: SocketAddrV4::new(localhost, a),
+                    seq: 0,
+                    ssrc: 2 * i as u32 + 1,
+                },
+                Stream {
+                    socket: 2 * k + 1,
+                    to: SocketAddrV4::new(localhost, b),
+                    seq: 0,
+                    ssrc: 2 * i as u32 + 2,
+                },
             ]
         })
         .collect();
@@ -99,8 +109,14 @@ fn main() {
 
     let mut send_batches: Vec<Batch> = (0..sockets.len()).map(|_| Batch::new(64)).collect();
     let mut recv_batch = Batch::new(64);
-    let mut pollfds: Vec<libc::pollfd> =
-        sockets.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    let mut pollfds: Vec<libc::pollfd> = sockets
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
 
     let mut hist = vec![0u64; BUCKETS + 1];
     let (mut sent_window, mut received_window, mut delivered_in_window) = (0u64, 0u64, 0u64);
@@ -172,7 +188,11 @@ fn main() {
         // Wait for replies until the next send is due (at most 1 ms).
         let next_due = round * period_ns + (cursor as u64 * period_ns) / n_streams as u64;
         let now = start.elapsed().as_nanos() as u64;
-        let wait_ms = if now >= end_ns { 1 } else { next_due.saturating_sub(now).div_ceil(1_000_000).min(1) };
+        let wait_ms = if now >= end_ns {
+            1
+        } else {
+            next_due.saturating_sub(now).div_ceil(1_000_000).min(1)
+        };
         // SAFETY: pollfds is a live array of the given length.
         let ready = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as _, wait_ms as i32) };
         if ready <= 0 {
@@ -226,17 +246,30 @@ fn main() {
     };
     let window_s = seconds;
     let lost = sent_window.saturating_sub(received_window);
-    let loss_pct = if sent_window > 0 { 100.0 * lost as f64 / sent_window as f64 } else { 0.0 };
+    let loss_pct = if sent_window > 0 {
+        100.0 * lost as f64 / sent_window as f64
+    } else {
+        0.0
+    };
     // CPU seconds over the window, and µs per packet delivered in the window.
     let cpu = |which: usize| -> Option<(f64, f64)> {
         let (a, b) = (cpu_start?, cpu_end?);
-        let (a, b) = if which == 0 { (a.0?, b.0?) } else { (a.1?, b.1?) };
+        let (a, b) = if which == 0 {
+            (a.0?, b.0?)
+        } else {
+            (a.1?, b.1?)
+        };
         Some((b - a, (b - a) * 1e6 / delivered_in_window.max(1) as f64))
     };
-    let show = |v: Option<f64>, digits: usize| v.map_or_else(|| "nan".to_owned(), |v| format!("{v:.digits$}"));
+    let show = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "nan".to_owned(), |v| format!("{v:.digits$}"))
+    };
     let (server, generator) = (cpu(0), cpu(1));
     let (server_cpu_s, server_us) = (show(server.map(|v| v.0), 3), show(server.map(|v| v.1), 3));
-    let (gen_cpu_s, gen_us) = (show(generator.map(|v| v.0), 3), show(generator.map(|v| v.1), 3));
+    let (gen_cpu_s, gen_us) = (
+        show(generator.map(|v| v.0), 3),
+        show(generator.map(|v| v.1), 3),
+    );
     println!(
         "label={label} calls={calls} offered_pps={:.0} window_s={window_s} sent={sent_window} received={received_window} \
          lost={lost} loss_pct={loss_pct:.4} delivered_pps={:.0} p50_us={:.0} p99_us={:.0} p999_us={:.0} \

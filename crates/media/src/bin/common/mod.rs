@@ -46,7 +46,11 @@ impl Args {
     }
 
     pub fn str(&self, name: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -68,7 +72,12 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
 pub fn socket(port: u16) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))?;
     s.set_nonblocking(true)?;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE, libc::SO_RCVBUF, libc::SO_SNDBUF] {
+    for opt in [
+        libc::SO_RCVBUFFORCE,
+        libc::SO_SNDBUFFORCE,
+        libc::SO_RCVBUF,
+        libc::SO_SNDBUF,
+    ] {
         let size: libc::c_int = 4 << 20;
         // SAFETY: a valid int option on a live socket; failure (no privilege) is ignored.
         unsafe {
@@ -88,13 +97,18 @@ fn to_raw(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
         sin_zero: [0; 8],
     }
 }
 
 fn from_raw(a: &libc::sockaddr_in) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()), u16::from_be(a.sin_port))
+    SocketAddrV4::new(
+        Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes()),
+        u16::from_be(a.sin_port),
+    )
 }
 
 /// Buffers and headers for `recvmmsg`/`sendmmsg` of IPv4 datagrams.
@@ -126,7 +140,10 @@ impl Batch {
     }
 
     fn point(&mut self, i: usize, len: usize) {
-        self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: len };
+        self.iovs[i] = libc::iovec {
+            iov_base: self.bufs[i].as_mut_ptr().cast(),
+            iov_len: len,
+        };
         let h = &mut self.hdrs[i];
         h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_in).cast();
         h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -143,7 +160,15 @@ impl Batch {
             self.point(i, BUF);
         }
         // SAFETY: the headers point at live buffers of the sizes given.
-        let n = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), cap as _, libc::MSG_DONTWAIT as _, std::ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                cap as _,
+                libc::MSG_DONTWAIT as _,
+                std::ptr::null_mut(),
+            )
+        };
         self.len = n.max(0) as usize;
         for i in 0..self.len {
             self.lens[i] = self.hdrs[i].msg_len as usize;
@@ -179,7 +204,14 @@ impl Batch {
         let (mut done, mut sent) = (0, 0);
         while done < total {
             // SAFETY: headers [done, total) point at live buffers; sendmmsg only reads them.
-            let n = unsafe { libc::sendmmsg(fd, self.hdrs[done..total].as_mut_ptr(), (total - done) as _, libc::MSG_DONTWAIT as _) };
+            let n = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[done..total].as_mut_ptr(),
+                    (total - done) as _,
+                    libc::MSG_DONTWAIT as _,
+                )
+            };
             if n > 0 {
                 done += n as usize;
                 sent += n as usize;
