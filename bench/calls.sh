@@ -450,16 +450,18 @@ algorithms = ["MD5", "SHA-256"]
 level = "warn"
 EOF
 	# Optional keys (section|line): flood limits per source off (all calls come from one
-	# address), room for the ramp's concurrent calls, relay ports clear of the SIP ports.
+	# address), room for the ramp's concurrent calls, the relay on 127.0.0.1 with ports
+	# clear of the SIP ports (10000-19999) and below the kernel's ephemeral range (32768-):
+	# 12,700 ports, 4 per call (RTP+RTCP facing each side), ~3,000 calls at once.
 	: >"$dir/config-keys.txt"
 	for cand in \
 		"calls|max_ringing_per_source = 0" \
 		"calls|invites_per_second_per_source = 0" \
 		"calls|max_calls = 100000" \
+		"media|bind = \"127.0.0.1\"" \
+		"media|advertised_address = \"127.0.0.1\"" \
 		"media|port_min = 20000" \
-		"media|port_max = 32000" \
-		"media|address = \"127.0.0.1\"" \
-		"media|advertised_address = \"127.0.0.1\""; do
+		"media|port_max = 32700"; do
 		sect=${cand%%|*}; line=${cand#*|}
 		cp "$f" "$f.try"
 		if grep -q "^\[$sect\]" "$f.try"; then

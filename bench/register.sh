@@ -481,7 +481,6 @@ fi
 # ================================================================= Confab
 CONFAB_DONE=0
 MEM_LINE=""
-# confab_start DIR MAX_CONTACTS: writes DIR/confab.toml, starts confab; sets CPID, CPORT.
 confab_config() { # DIR PORT MAX_CONTACTS
 	cat >"$1/confab.toml" <<EOF
 # Written by bench/register.sh
