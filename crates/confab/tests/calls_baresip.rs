@@ -34,9 +34,9 @@ const BOB_PW: &str = "bob-secret-0815";
 const TALK: Duration = Duration::from_secs(4);
 
 fn server(name: &str, settings: &[(&str, &str, &str)]) -> Server {
-    // baresip 1.0 answers only MD5 challenges and gives up when the first one is SHA-256.
-    let mut spec = ServerSpec::new(name)
-        .set("auth", "algorithms", r#"["MD5", "SHA-256"]"#)
+    // baresip 1.0 knows only MD5 and gives up on a 401 that also offers SHA-256.
+    let mut spec = support::call_server(name)
+        .set("auth", "algorithms", r#"["MD5"]"#)
         .user("alice", ALICE_PW)
         .user("bob", BOB_PW);
     for (section, key, value) in settings {

@@ -377,26 +377,21 @@ impl Baresip {
             .join("\n")
     }
 
-    /// Waits for the registration with Confab to succeed.
+    /// Waits for the registration with Confab to succeed: a 200 to its REGISTER in the trace (the
+    /// REGISTER_OK event may fire before the control connection is up, and is then lost).
     pub fn wait_registered(&self) {
-        let deadline = Instant::now() + PHONE_WAIT;
-        loop {
-            if self
-                .next_event("REGISTER_OK", Duration::from_millis(200))
-                .is_some()
-            {
-                return;
-            }
-            if let Some(fail) = self.next_event("REGISTER_FAIL", Duration::ZERO) {
-                panic!("baresip {} failed to register: {fail}", self.spec.name);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "baresip {} did not register within {PHONE_WAIT:?}; events:\n{}",
-                self.spec.name,
-                self.event_summary()
-            );
-        }
+        let registered = || {
+            self.received().iter().any(|t| {
+                t.msg.cseq_method() == Some("REGISTER") && t.msg.status() == Some(200)
+            })
+        };
+        let ok = super::poll(PHONE_WAIT, || registered().then_some(()));
+        assert!(
+            ok.is_some(),
+            "baresip {} did not register within {PHONE_WAIT:?}; its SIP trace:\n{}",
+            self.spec.name,
+            self.trace_summary()
+        );
     }
 
     /// The SIP trace so far.
@@ -404,16 +399,23 @@ impl Baresip {
         parse_baresip_trace(&self.proc.output())
     }
 
-    /// Messages this phone received.
+    /// Messages this phone received: sent to its listening address, or sent by Confab (over TCP
+    /// baresip connects from an ephemeral port of 127.0.0.1, whatever its own address).
     pub fn received(&self) -> Vec<Traced> {
-        let me = self.sip_addr.to_string();
-        self.trace().into_iter().filter(|t| t.dst == me).collect()
+        let (me, server) = (self.sip_addr.to_string(), self.spec.server.to_string());
+        self.trace()
+            .into_iter()
+            .filter(|t| t.dst == me || (!self.spec.direct && t.src == server))
+            .collect()
     }
 
     /// Messages this phone sent.
     pub fn sent(&self) -> Vec<Traced> {
-        let me = self.sip_addr.to_string();
-        self.trace().into_iter().filter(|t| t.src == me).collect()
+        let (me, server) = (self.sip_addr.to_string(), self.spec.server.to_string());
+        self.trace()
+            .into_iter()
+            .filter(|t| t.src == me || (!self.spec.direct && t.dst == server))
+            .collect()
     }
 
     /// Start lines of the trace, for failure messages.

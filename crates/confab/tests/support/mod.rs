@@ -68,6 +68,24 @@ pub fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> 
     }
 }
 
+/// A server spec for call tests: the RTP relay bound to 127.0.0.1 only (TESTING.md) and given a
+/// window of 200 ports of its own in 30000–49999, so that servers of tests running in parallel
+/// rarely contend for relay ports.
+pub fn call_server(name: &str) -> crate::common::ServerSpec {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let window = (u64::from(std::process::id()) * 31 + n * 7 + nanos / 1000) % 100;
+    let port_min = 30_000 + window * 200;
+    crate::common::ServerSpec::new(name)
+        .set("media", "bind", "\"127.0.0.1\"")
+        .set("media", "port_min", port_min)
+        .set("media", "port_max", port_min + 199)
+}
+
 /// The server's SIP address for a transport name (`udp`, `tcp`).
 pub fn server_addr(server: &crate::common::Server, transport: &str) -> SocketAddr {
     match transport {

@@ -207,7 +207,7 @@ impl PjPhone {
         let needle = format!("Response msg {code}/{method}/");
         self.pjsip_log()
             .lines()
-            .any(|l| l.contains(" RX ") && l.contains(&needle))
+            .any(|l| l.contains("RX ") && l.contains(&needle))
     }
 
     /// Whether pjsip logged receiving a request `method`.
@@ -215,7 +215,7 @@ impl PjPhone {
         let needle = format!("Request msg {method}/");
         self.pjsip_log()
             .lines()
-            .any(|l| l.contains(" RX ") && l.contains(&needle))
+            .any(|l| l.contains("RX ") && l.contains(&needle))
     }
 
     /// The SDP bodies pjsip received in INVITEs and 200s (the text after `RX` lines).
@@ -223,7 +223,7 @@ impl PjPhone {
         let log = self.pjsip_log();
         let mut out = Vec::new();
         for chunk in log.split("--end msg--") {
-            let Some(rx) = chunk.find(" RX ") else {
+            let Some(rx) = chunk.find("RX ") else {
                 continue;
             };
             let msg = &chunk[rx..];
