@@ -110,9 +110,10 @@ nonce_lifetime_secs = 300
 max_failures = 10
 failure_window_secs = 60
 ban_secs = 600
-# Digest algorithms offered, most preferred first (RFC 8760): "SHA-256", "MD5". Clients that
-# read only the first challenge (SIPp, some old phones) need "MD5" first.
-algorithms = ["SHA-256", "MD5"]
+# Digest algorithms offered, most preferred first (RFC 8760): "SHA-256" and/or "MD5".
+# MD5 alone by default: many phones (Debian's baresip 1.0, SIPp, older desk phones) give up when
+# any challenge is not MD5. Offer ["SHA-256", "MD5"] when every phone supports RFC 8760.
+algorithms = ["MD5"]
 
 [log]
 # A tracing filter: error, warn, info, debug, trace, or directives like "info,confab_sip=debug".
@@ -335,7 +336,7 @@ impl Default for AuthConfig {
             max_failures: 10,
             failure_window_secs: 60,
             ban_secs: 600,
-            algorithms: vec!["SHA-256".to_owned(), "MD5".to_owned()],
+            algorithms: vec!["MD5".to_owned()],
         }
     }
 }

@@ -533,6 +533,7 @@ fn core_config(
         failure_window: Duration::from_secs(config.auth.failure_window_secs),
         ban_duration: Duration::from_secs(config.auth.ban_secs),
         digest_algorithms: config.digest_algorithms(),
+        max_message_size: config.sip.max_message_size,
         advertised: advertised(config, bound),
         nat_keepalive_interval: (config.sip.nat_keepalive_secs > 0)
             .then(|| Duration::from_secs(config.sip.nat_keepalive_secs)),

@@ -29,7 +29,15 @@ const TALK_SECS: f64 = 4.0;
 /// Packets each side must receive: 20 ms packets give 50/s; ask for at least half of the talk.
 const MIN_PACKETS: u64 = 100;
 
-fn spec(name: &str, user: &str, pw: &str, bind: Ipv4Addr, server: std::net::SocketAddr, transport: &str, tone: f64) -> PjSpec {
+fn spec(
+    name: &str,
+    user: &str,
+    pw: &str,
+    bind: Ipv4Addr,
+    server: std::net::SocketAddr,
+    transport: &str,
+    tone: f64,
+) -> PjSpec {
     PjSpec {
         name: name.into(),
         user: user.into(),
@@ -95,7 +103,11 @@ fn assert_call_completed(alice: &mut PjPhone, bob: &mut PjPhone) {
         .events()
         .into_iter()
         .any(|e| e["event"] == "tsx" && e["method"] == "BYE" && e["status"] == 200);
-    assert!(bob_bye, "bob should answer the BYE with 200:\n{}", bob.event_summary());
+    assert!(
+        bob_bye,
+        "bob should answer the BYE with 200:\n{}",
+        bob.event_summary()
+    );
     let a = assert_hears(&alice.recording, TONE_B, TONE_A, 2.0, "alice (pjsua)");
     let b = assert_hears(&bob.recording, TONE_A, TONE_B, 2.0, "bob (pjsua)");
     eprintln!("alice heard: {a}\nbob heard: {b}");
@@ -131,7 +143,10 @@ fn pjsip_call(transport: &str) {
     );
     let to = support::server_addr(&server, transport);
     let work = server.dir.path();
-    let mut bob = PjPhone::start(spec("bob", "bob", BOB_PW, BOB_IP, to, transport, TONE_B), work);
+    let mut bob = PjPhone::start(
+        spec("bob", "bob", BOB_PW, BOB_IP, to, transport, TONE_B),
+        work,
+    );
     bob.wait_event("registered", Duration::from_secs(15));
     let mut alice = spec("alice", "alice", ALICE_PW, ALICE_IP, to, transport, TONE_A);
     alice.dial = Some(aor_uri("bob"));

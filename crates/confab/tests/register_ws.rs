@@ -208,6 +208,8 @@ where
 fn ws_server(name: &str, user: &str, password: &str) -> Server {
     Server::start(
         ServerSpec::new(name)
+            // RFC 8760: SHA-256 preferred, so these clients exercise it end to end.
+            .set("auth", "algorithms", r#"["SHA-256", "MD5"]"#)
             .transports(Transports {
                 udp: true,
                 tcp: false,

@@ -38,7 +38,12 @@ fn harness_digest_matches_rfc2617_example() {
 }
 
 fn server(name: &str) -> Server {
-    Server::start(ServerSpec::new(name).user(ALICE.0, ALICE.1))
+    // SHA-256 preferred (RFC 8760), so the digest checks below run on it.
+    Server::start(ServerSpec::new(name).user(ALICE.0, ALICE.1).set(
+        "auth",
+        "algorithms",
+        r#"["SHA-256", "MD5"]"#,
+    ))
 }
 
 fn expect_status(resp: Option<SipMsg>, status: u16, what: &str) -> SipMsg {

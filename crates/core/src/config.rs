@@ -33,6 +33,9 @@ pub struct CoreConfig {
     /// with any other algorithm are not accepted. Some clients (SIPp, old phones) read only the
     /// first challenge and need MD5 first.
     pub digest_algorithms: Vec<Algorithm>,
+    /// Largest message handled; larger requests get `513 Message Too Large` when they can be
+    /// addressed, anything else larger is dropped.
+    pub max_message_size: usize,
     /// Seeds the nonce and tag secrets, for reproducible tests. `None`: OS randomness.
     pub rng_seed: Option<u64>,
     /// The address:port per transport that goes in our Via and Contact headers (the public
@@ -108,6 +111,7 @@ impl CoreConfig {
             failure_window: Duration::from_secs(300),
             ban_duration: Duration::from_secs(900),
             digest_algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            max_message_size: crate::endpoint::MAX_MESSAGE_SIZE,
             rng_seed: None,
             advertised: Vec::new(),
             nat_keepalive_interval: Some(Duration::from_secs(25)),

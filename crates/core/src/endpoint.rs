@@ -219,6 +219,7 @@ pub struct Endpoint {
     calls: CallManager,
     keepalive_interval: Option<Duration>,
     next_keepalive: Mutex<Option<Instant>>,
+    max_message_size: usize,
     tag_secret: [u8; 16],
     stats: Counters,
 }
@@ -277,6 +278,7 @@ impl Endpoint {
             calls: CallManager::new(&config, media, epoch),
             keepalive_interval: config.nat_keepalive_interval.filter(|d| !d.is_zero()),
             next_keepalive: Mutex::new(None),
+            max_message_size: config.max_message_size.min(MAX_MESSAGE_SIZE),
             tag_secret,
             stats: Counters::default(),
             domain,
@@ -334,9 +336,12 @@ impl Endpoint {
             }
             return;
         }
-        if bytes.len() > MAX_MESSAGE_SIZE {
+        if bytes.len() > self.max_message_size {
             bump(&self.stats.oversized_dropped);
-            debug!(source = %source.peer, len = bytes.len(), "oversized message dropped");
+            debug!(source = %source.peer, len = bytes.len(), "oversized message refused");
+            // RFC 3261 §21.5.14: a request we can address gets 513; anything else is dropped.
+            let error = ParseError::with_status(513, "Message Too Large");
+            self.handle_malformed(bytes, &error, source, out);
             return;
         }
         // RFC 5626 §3.5.1 / common practice: CRLF or NUL keep-alives on UDP.

@@ -28,6 +28,8 @@ RAMP="1500 2000 2500 3000"       # ramp steps (calls; the relay range takes up t
 RAMP_SECS=6
 DO_RAMP=1
 DO_BUILD=1
+RELAY_PORTS="20000 32767"        # the relay's range (4 ports per call), below the ephemeral range
+FLOOR_PORT=10000                 # the floor's first port (4 port numbers per call)
 SERVER_CORE=1
 LOAD_CORE=0
 BIN="$ROOT/target/release"
@@ -43,6 +45,7 @@ usage: crates/media/bench/media.sh [options]
   --ramp "N1 N2 ..."  ramp steps (calls)                       (default "$RAMP")
   --ramp-secs S       window per ramp step                     (default $RAMP_SECS)
   --no-ramp           skip the ramp
+  --relay-ports "A B" the relay's port range                     (default "$RELAY_PORTS")
   --no-build          do not run cargo build first
   --results DIR       raw outputs (default crates/media/bench/results/<timestamp>)
 EOF
@@ -57,6 +60,7 @@ while [ $# -gt 0 ]; do
 	--ramp) RAMP="$2"; shift 2 ;;
 	--ramp-secs) RAMP_SECS="$2"; shift 2 ;;
 	--no-ramp) DO_RAMP=0; shift ;;
+	--relay-ports) RELAY_PORTS="$2"; shift 2 ;;
 	--no-build) DO_BUILD=0; shift ;;
 	--results) RESULTS="$2"; shift 2 ;;
 	--help|-h) usage; exit 0 ;;
@@ -95,9 +99,9 @@ run() {
 	local life=$((WARMUP + secs + 60))
 	if [ "$kind" = relay ]; then
 		taskset -c "$SERVER_CORE" "$BIN/relay-bench-server" --sessions "$calls" --workers 1 \
-			--port-min 20000 --port-max 32767 --lifetime "$life" <"$dir/ctl" >"$dir/ports" 2>"$dir/server.err" &
+			--port-min "${RELAY_PORTS% *}" --port-max "${RELAY_PORTS#* }" --lifetime "$life" <"$dir/ctl" >"$dir/ports" 2>"$dir/server.err" &
 	else
-		taskset -c "$SERVER_CORE" "$BIN/rtp-echo-floor" --calls "$calls" --port-min 10000 \
+		taskset -c "$SERVER_CORE" "$BIN/rtp-echo-floor" --calls "$calls" --port-min "$FLOOR_PORT" \
 			--lifetime "$life" <"$dir/ctl" >"$dir/ports" 2>"$dir/server.err" &
 	fi
 	SPID=$!
@@ -108,7 +112,15 @@ run() {
 		kill -0 "$SPID" 2>/dev/null || break
 		sleep 0.05
 	done
-	grep -q '^ready$' "$dir/ports" || { echo "server did not start: $(cat "$dir/server.err")" >&2; exit 1; }
+	if ! grep -q '^ready$' "$dir/ports"; then
+		# Not fatal: e.g. ports of the range held by other processes. The step is reported failed.
+		echo "$kind with $calls calls did not start: $(head -c 300 "$dir/server.err")" >&2
+		exec 9>&-
+		wait "$SPID" 2>/dev/null || true
+		SPID=""
+		echo "label=$kind calls=$calls status=failed"
+		return 0
+	fi
 	taskset -c "$LOAD_CORE" "$BIN/rtp-load" --targets "$dir/ports" --server-pid "$SPID" --label "$kind" \
 		--seconds "$secs" --warmup "$WARMUP" >"$dir/load.out"
 	exec 9>&-
@@ -131,19 +143,33 @@ SUMMARY=()
 for calls in $CALLS; do
 	floor_sum=0; relay_sum=0; n=0
 	for r in $(seq 1 "$REPEAT"); do
+		declare -A got=()
 		for kind in floor relay; do
 			line=$(run "$kind" "$calls" "$SECONDS_RUN" "fixed-$calls-$kind-$r")
 			us=$(field server_us_per_pkt "$line")
+			if [ -z "$us" ] || [ "$us" = nan ]; then
+				echo "$calls $kind: no measurement"
+				continue
+			fi
+			got[$kind]=$us
 			printf '%-6s %-6s %9s %9s %10s %9s %9s %9s %9s %s\n' "$calls" "$kind" \
 				"$(field delivered_pps "$line")" "$(field loss_pct "$line")" "$(field server_cpu_s "$line")" "$us" \
 				"$(field p50_us "$line")" "$(field p99_us "$line")" "$(field gen_us_per_pkt "$line")" \
 				"$(field gen_max_lag_ms "$line")"
-			if [ "$kind" = floor ]; then floor_sum=$(echo "$floor_sum + $us" | bc -l); else relay_sum=$(echo "$relay_sum + $us" | bc -l); fi
 		done
-		n=$((n + 1))
+		# A repetition counts only when both sides were measured.
+		if [ -n "${got[floor]:-}" ] && [ -n "${got[relay]:-}" ]; then
+			floor_sum=$(echo "$floor_sum + ${got[floor]}" | bc -l)
+			relay_sum=$(echo "$relay_sum + ${got[relay]}" | bc -l)
+			n=$((n + 1))
+		fi
+		unset got
 	done
-	ratio=$(echo "scale=2; $relay_sum / $floor_sum" | bc -l)
-	SUMMARY+=("$calls calls: floor $(echo "scale=2; $floor_sum / $n" | bc -l) µs/pkt, relay $(echo "scale=2; $relay_sum / $n" | bc -l) µs/pkt, ratio $ratio (target ≤ 1.5)")
+	if [ "$n" -gt 0 ]; then
+		SUMMARY+=("$calls calls: floor $(echo "scale=2; $floor_sum / $n" | bc -l) µs/pkt, relay $(echo "scale=2; $relay_sum / $n" | bc -l) µs/pkt, ratio $(echo "scale=2; $relay_sum / $floor_sum" | bc -l) (target ≤ 1.5; $n pairs)")
+	else
+		SUMMARY+=("$calls calls: no complete measurement")
+	fi
 done
 echo
 printf '%s\n' "${SUMMARY[@]}"
@@ -161,7 +187,11 @@ if [ "$DO_RAMP" = 1 ]; then
 		# A step counts only if the generator offered the load: it delivered >= 98 % of the
 		# offered packets/s or lost them (a starved generator under-offers and proves nothing).
 		status=$(awk -v d="$(field delivered_pps "$line")" -v o="$(field offered_pps "$line")" -v l="$loss" \
-			'BEGIN { if (l >= 0.1) print "loss"; else if (d < 0.98 * o) print "gen-short"; else print "ok" }')
+			'BEGIN { if (l == "") print "failed"; else if (l >= 0.1) print "loss"; else if (d < 0.98 * o) print "gen-short"; else print "ok" }')
+		if [ "$status" = failed ]; then
+			echo "$calls: server did not start (see above)"
+			continue
+		fi
 		printf '%-6s %9s %9s %9s %9s %9s %9s %9s %s\n' "$calls" "$(field delivered_pps "$line")" "$loss" "$scpu" \
 			"$(field server_us_per_pkt "$line")" "$(field p99_us "$line")" "$gcpu" "$(field gen_max_lag_ms "$line")" "$status"
 		if [ "$status" = ok ]; then best=$calls; fi

@@ -356,7 +356,14 @@ where
                 }
                 Err(error) => {
                     NetStats::add(&shared.stats.dropped_garbage);
-                    tracing::warn!(
+                    // The headers are complete but the frame length is unknowable (a negative or
+                    // conflicting Content-Length, RFC 4475 §3.1.2.3): hand up the header block so
+                    // the request still gets its 400 before the connection closes.
+                    if let Some(end) = memchr_headers_end(&buf) {
+                        let bytes = Bytes::copy_from_slice(&buf[..end]);
+                        deliver(shared, guard, bytes, local, received_at);
+                    }
+                    tracing::debug!(
                         transport = %guard.kind, peer = %guard.peer, %error,
                         "unframeable stream; closing the connection"
                     );
@@ -365,6 +372,11 @@ where
             }
         }
     }
+}
+
+/// The length of the header block (through the blank line), if it is complete.
+fn memchr_headers_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
 /// Hands one message to the handler.

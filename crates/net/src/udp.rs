@@ -117,9 +117,10 @@ fn receive_loop(shared: &Shared, endpoint: &UdpEndpoint, handler: &dyn Handler) 
         match classify(datagram, max) {
             Datagram::KeepAlive => continue,
             Datagram::Oversize => {
+                // Still handed up: the handler answers a request it can address with 513
+                // (RFC 3261 §21.5.14). Debug only: any sender could flood a warning log.
                 NetStats::add(&stats.dropped_oversize);
-                tracing::warn!(%peer, "oversize UDP datagram dropped");
-                continue;
+                tracing::debug!(%peer, len, "oversize UDP datagram");
             }
             Datagram::Garbage => {
                 NetStats::add(&stats.dropped_garbage);

@@ -381,9 +381,9 @@ impl Baresip {
     /// REGISTER_OK event may fire before the control connection is up, and is then lost).
     pub fn wait_registered(&self) {
         let registered = || {
-            self.received().iter().any(|t| {
-                t.msg.cseq_method() == Some("REGISTER") && t.msg.status() == Some(200)
-            })
+            self.received()
+                .iter()
+                .any(|t| t.msg.cseq_method() == Some("REGISTER") && t.msg.status() == Some(200))
         };
         let ok = super::poll(PHONE_WAIT, || registered().then_some(()));
         assert!(

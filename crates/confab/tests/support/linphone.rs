@@ -33,6 +33,8 @@ pub struct LinphoneSpec {
     /// `udp` or `tcp`.
     pub transport: String,
     pub tone_hz: f64,
+    /// No account, no proxy: the harness's own peer-to-peer check.
+    pub direct: bool,
 }
 
 /// A running linphone-daemon, stopped on drop.
@@ -43,6 +45,8 @@ pub struct Linphone {
     pub log: PathBuf,
     pub tone: PathBuf,
     pub sip_port: u16,
+    /// Its RTP port (what its own SDP offers).
+    pub rtp_port: u16,
     socket_path: PathBuf,
     conn: UnixStream,
     /// Every event popped so far, in order.
@@ -76,13 +80,31 @@ impl Linphone {
         } else {
             (sip_port, 0)
         };
-        // Ports: 0 disables a transport. IPv6 off: the tests talk to 127.0.0.1 only.
+        // Ports: 0 disables a transport. IPv6 off: the tests talk to 127.0.0.1 only. No network
+        // monitoring: with only loopback (the tests' namespace) Linphone would call the network
+        // down after 5 s and drop its TCP connections and registrations.
         let rc = format!(
             "[sip]\nuse_ipv6=0\nsip_port={udp}\nsip_tcp_port={tcp}\nsip_tls_port=0\n\
-             register_only_when_network_is_up=0\n\n\
+             register_only_when_network_is_up=0\nauto_net_state_mon=0\n\n\
              [rtp]\naudio_rtp_port={rtp_port}\nvideo_rtp_port={video_port}\n\n\
              [video]\ncapture=0\ndisplay=0\nautomatically_initiate=0\nautomatically_accept=0\n"
         );
+        // The account lives in the config, with Confab as outbound proxy *and* route: the
+        // daemon's `register` command sets no route, and Linphone would then look the domain up
+        // in DNS to send calls.
+        let rc = if spec.direct {
+            rc
+        } else {
+            let proxy = format!("sip:{};transport={}", spec.server, spec.transport);
+            format!(
+                "{rc}\n[proxy_0]\nreg_proxy=<{proxy}>\nreg_route=<{proxy};lr>\n\
+                 reg_identity=<sip:{user}@{DOMAIN}>\nreg_expires=600\nreg_sendregister=1\n\
+                 publish=0\n\n\
+                 [auth_info_0]\nusername={user}\npasswd={pw}\nrealm={DOMAIN}\ndomain={DOMAIN}\n",
+                user = spec.user,
+                pw = spec.password,
+            )
+        };
         let rc_path = dir.join("linphonerc");
         std::fs::write(&rc_path, rc).expect("write linphonerc");
         let pipe = unique("confab-lp-");
@@ -123,6 +145,7 @@ impl Linphone {
             log,
             tone,
             sip_port,
+            rtp_port,
             socket_path,
             conn,
             events: Vec::new(),
@@ -177,20 +200,12 @@ impl Linphone {
         fields(&answer)
     }
 
-    /// Registers with Confab and waits for `LinphoneRegistrationOk`.
+    /// Waits for the account in the config to be registered with Confab
+    /// (`LinphoneRegistrationOk`).
     pub fn register(&mut self) {
-        let proxy = format!("sip:{};transport={}", self.spec.server, self.spec.transport);
-        let id = self
-            .must(&format!(
-                "register sip:{}@{DOMAIN} {proxy} {} NULL NULL",
-                self.spec.user, self.spec.password
-            ))
-            .get("Id")
-            .cloned()
-            .unwrap_or_else(|| "1".into());
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let status = self.command(&format!("register-status {id}"));
+            let status = self.command("register-status ALL");
             if status.contains("LinphoneRegistrationOk") {
                 return;
             }

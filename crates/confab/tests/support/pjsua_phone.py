@@ -47,6 +47,18 @@ class Phone:
 PHONE = None
 
 
+class FileLog(pj.LogWriter):
+    """pjsip's log, flushed line by line: the script leaves with os._exit, which would drop
+    whatever a buffered log file still holds."""
+
+    def __init__(self, path):
+        pj.LogWriter.__init__(self)
+        self.file = open(path, "w", buffering=1, encoding="utf-8", errors="replace")
+
+    def write(self, entry):
+        self.file.write(entry.msg if entry.msg.endswith("\n") else entry.msg + "\n")
+
+
 class Call(pj.Call):
     def __init__(self, acc, call_id=pj.PJSUA_INVALID_ID):
         pj.Call.__init__(self, acc, call_id)
@@ -152,8 +164,11 @@ def main():
     cfg.uaConfig.mainThreadOnly = True
     cfg.uaConfig.userAgent = "pjsua2-confab-test"
     cfg.logConfig.level = 5
-    cfg.logConfig.consoleLevel = 1
-    cfg.logConfig.filename = args.log
+    # With a writer, consoleLevel is what reaches it (nothing goes to the console).
+    cfg.logConfig.consoleLevel = 5
+    log_writer = FileLog(args.log)
+    cfg.logConfig.writer = log_writer
+    cfg.logConfig.decor = cfg.logConfig.decor & ~pj.PJ_LOG_HAS_NEWLINE
     cfg.medConfig.noVad = True
     cfg.medConfig.clockRate = 8000
     cfg.medConfig.sndClockRate = 8000

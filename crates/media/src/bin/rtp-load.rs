@@ -27,9 +27,9 @@ const USAGE: &str = "rtp-load --targets FILE [--calls N] [--seconds 10] [--warmu
                      [--rate 50] [--size 172] [--sockets 4] [--server-pid PID] [--label NAME]";
 const MAGIC: u32 = 0x434f_4e46; // "CONF"
 const HEADER: usize = 12 + 16; // RTP header, then magic, stream, send instant (ns)
-/// Latency histogram: 10 µs buckets up to 200 ms.
+/// Latency histogram: 10 µs buckets up to 1 s.
 const BUCKET_NS: u64 = 10_000;
-const BUCKETS: usize = 20_000;
+const BUCKETS: usize = 100_000;
 
 struct Stream {
     socket: usize,
