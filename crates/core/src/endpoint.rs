@@ -340,8 +340,10 @@ impl Endpoint {
             bump(&self.stats.oversized_dropped);
             debug!(source = %source.peer, len = bytes.len(), "oversized message refused");
             // RFC 3261 §21.5.14: a request we can address gets 513; anything else is dropped.
-            let error = ParseError::with_status(513, "Message Too Large");
-            self.handle_malformed(bytes, &error, source, out);
+            if recover_request_headers(bytes).is_some() {
+                let error = ParseError::with_status(513, "Message Too Large");
+                self.handle_malformed(bytes, &error, source, out);
+            }
             return;
         }
         // RFC 5626 §3.5.1 / common practice: CRLF or NUL keep-alives on UDP.

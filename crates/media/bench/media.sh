@@ -181,17 +181,17 @@ if [ "$DO_RAMP" = 1 ]; then
 	best=0
 	for calls in $RAMP; do
 		line=$(run relay "$calls" "$RAMP_SECS" "ramp-$calls")
+		if [ "$(field status "$line")" = failed ]; then
+			echo "$calls: server did not start (see above)"
+			continue
+		fi
 		loss=$(field loss_pct "$line")
 		scpu=$(echo "scale=0; 100 * $(field server_cpu_s "$line") / $RAMP_SECS" | bc -l)
 		gcpu=$(echo "scale=0; 100 * $(field gen_cpu_s "$line") / $RAMP_SECS" | bc -l)
 		# A step counts only if the generator offered the load: it delivered >= 98 % of the
 		# offered packets/s or lost them (a starved generator under-offers and proves nothing).
 		status=$(awk -v d="$(field delivered_pps "$line")" -v o="$(field offered_pps "$line")" -v l="$loss" \
-			'BEGIN { if (l == "") print "failed"; else if (l >= 0.1) print "loss"; else if (d < 0.98 * o) print "gen-short"; else print "ok" }')
-		if [ "$status" = failed ]; then
-			echo "$calls: server did not start (see above)"
-			continue
-		fi
+			'BEGIN { if (l >= 0.1) print "loss"; else if (d < 0.98 * o) print "gen-short"; else print "ok" }')
 		printf '%-6s %9s %9s %9s %9s %9s %9s %9s %s\n' "$calls" "$(field delivered_pps "$line")" "$loss" "$scpu" \
 			"$(field server_us_per_pkt "$line")" "$(field p99_us "$line")" "$gcpu" "$(field gen_max_lag_ms "$line")" "$status"
 		if [ "$status" = ok ]; then best=$calls; fi
