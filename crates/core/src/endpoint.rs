@@ -340,7 +340,7 @@ impl Endpoint {
             bump(&self.stats.oversized_dropped);
             debug!(source = %source.peer, len = bytes.len(), "oversized message refused");
             // RFC 3261 §21.5.14: a request we can address gets 513; anything else is dropped.
-            if recover_request_headers(bytes).is_some() {
+            if recover_request_headers(bytes).is_some_and(|h| h.get(&HeaderName::Via).is_some()) {
                 let error = ParseError::with_status(513, "Message Too Large");
                 self.handle_malformed(bytes, &error, source, out);
             }
