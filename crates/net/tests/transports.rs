@@ -202,7 +202,9 @@ async fn udp_round_trip_replies_from_the_receiving_socket() {
 }
 
 #[tokio::test]
-async fn udp_oversize_and_garbage_are_dropped_and_counted() {
+/// Oversize datagrams are counted and still handed up, so the core can answer 513 (RFC 3261
+/// §21.5.14); binary garbage is dropped.
+async fn udp_oversize_is_counted_and_handed_up_and_garbage_dropped() {
     let mut server = Server::start(
         NetConfig {
             udp: vec![loopback()],
@@ -223,6 +225,11 @@ async fn udp_oversize_and_garbage_are_dropped_and_counted() {
     client.send_to(&small, addr).await.unwrap();
     // Datagrams from one socket arrive in order on loopback: once the small one is delivered,
     // the others have been judged.
+    // Handed up as read: at least one byte over the limit (the receive buffer stops there), so
+    // the handler knows it is oversize and can still read the headers.
+    let (bytes, _) = server.message().await;
+    assert!(bytes.len() > 200);
+    assert!(sip("big", &"x".repeat(300)).starts_with(&bytes));
     let (bytes, _) = server.message().await;
     assert_eq!(bytes.as_ref(), small.as_slice());
     let stats = server.transports.stats().snapshot();
@@ -232,7 +239,7 @@ async fn udp_oversize_and_garbage_are_dropped_and_counted() {
             stats.dropped_garbage,
             stats.received
         ),
-        (1, 1, 1)
+        (1, 1, 2)
     );
     server.transports.shutdown().await;
 }
