@@ -30,7 +30,7 @@ HOLD_MS=1000       # pause between the ACK and the BYE
 CALLERS=200        # caller users u1..uN (cycled through)
 CALLEES=1          # callee users callee1..calleeN, all registered by the one callee SIPp
 TAIL=35            # seconds the server's CPU is still counted after the load (32 s timers)
-RAMP="300 600 1000 1500 2000 2500 3000"
+RAMP="500 1000 1500 2000 2500 3000 3500 4000"
 RAMP_SECS=4
 FLOOR_RATE=50000
 FLOOR_SECS=4
@@ -42,6 +42,8 @@ CONFAB_BIN="$ROOT/target/release/confab"
 TOOLS_DIR="$ROOT/target/release"
 SERVER_CORE=1
 LOAD_CORE=0
+RELAY_MIN=40000    # Confab's relay port range in these runs
+RELAY_MAX=59999
 RESULTS_BASE="$HERE/results"
 
 usage() {
@@ -217,7 +219,7 @@ start_uas() {
 	STARTED_PIDS+=("$UASPID")
 	if ! wait_udp_bound "$uport" "$UASPID" 10; then log "callee SIPp did not start: see $dir/sipp.out"; return 1; fi
 }
-# uas_sipp_pid: the sipp process under the timeout/taskset wrapper (for its /proc/PID/stat).
+# uas_ticks: CPU ticks of the callee SIPp (the timeout wrapper and sipp under it).
 uas_ticks() { tree_ticks "$UASPID"; }
 
 # run_uac DIR SERVER_PORT RATE TOTAL: the caller SIPp, pinned to the load core; writes
@@ -266,6 +268,7 @@ measure() {
 	) &
 	fdpid=$!
 	STARTED_PIDS+=("$fdpid")
+	thread_ticks "$spid" >"$dir/threads.before"
 	t0=$(tree_ticks "$spid"); w0=$(date +%s.%N)
 	run_uac "$dir" "$port" "$rate" "$total"
 	kill "$fdpid" 2>/dev/null || true
@@ -273,6 +276,10 @@ measure() {
 	cb1=$(core_busy "$SERVER_CORE"); lb1=$(core_busy "$LOAD_CORE")
 	s=$(settle "$spid" "$tail" "$IDLE_PER_S_INT" "$dir/cpu-timeline.txt")
 	t1=${s% *}; waited=${s#* }
+	thread_ticks "$spid" >"$dir/threads.after"
+	# CPU seconds per thread name over the run, largest first.
+	awk -v hz="$HZ" 'NR==FNR { b[$1]=$2; next } { d=$2-b[$1]; if (d > 0) printf "%s %.2f\n", $1, d/hz }' \
+		"$dir/threads.before" "$dir/threads.after" | sort -k2 -rn >"$dir/threads.txt"
 	w1=$(date +%s.%N)
 	u1=$(uas_ticks)
 	sleep 1.2 # the callee's statistics file is rewritten every second
@@ -289,6 +296,8 @@ measure() {
 	local rtt1 rtt2 peak
 	rtt1=$(rtt_pct "$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)" 1)
 	rtt2=$(rtt_pct "$(ls "$dir"/*_rtt.csv 2>/dev/null | head -1)" 2)
+	local r503
+	r503=$(cat "$dir"/*_errors.log 2>/dev/null | grep -c "received 'SIP/2.0 503" || true)
 	peak=$(awk -F';' 'NR==1 { for (i=1;i<=NF;i++) if ($i=="CurrentCall") c=i; next } c && $c+0 > m { m=$c+0 } END { print m+0 }' "$dir/stat.csv" 2>/dev/null || echo 0)
 	{
 		echo "name=$name"; echo "offered=$rate"; echo "secs=$secs"; echo "total=$total"
@@ -299,7 +308,7 @@ measure() {
 		echo "setup_p50=${rtt1% *}"; echo "setup_p99=${rtt1#* }"; echo "bye_p50=${rtt2% *}"; echo "bye_p99=${rtt2#* }"
 		echo "server_core_busy=$(busy_pct "$cb0" "$cb1")"; echo "load_core_busy=$(busy_pct "$lb0" "$lb1")"
 		echo "server_own_pct=$(calc '%.0f' "$el > 0 ? 100 * $raw / $el : 0")"
-		echo "fds_idle=$fd0"; echo "fds_peak=$(sort -n "$dir/fd-timeline.txt" | tail -1)"
+		echo "responses_503=${r503:-0}"; echo "fds_idle=$fd0"; echo "fds_peak=$(sort -n "$dir/fd-timeline.txt" | tail -1)"
 	} >"$dir/result"
 }
 get() { awk -F= -v k="$2" '$1==k { print $2 }' "$1/result"; }
@@ -308,7 +317,7 @@ get() { awk -F= -v k="$2" '$1==k { print $2 }' "$1/result"; }
 # the server is idle again); records the highest step with no failed call on either side and
 # the calls started at ≥ 95 % of the offered rate; says which core was full where it stopped.
 ramp() {
-	local name=$1 spid=$2 port=$3 dir=$4 r best=0 limit="" ok fail cfail el pace spct ppct sbusy lbusy retr line total hold_s d
+	local name=$1 spid=$2 port=$3 dir=$4 r best=0 limit="" ok fail cfail el pace spct ppct sbusy lbusy retr line total hold_s d us
 	: >"$dir/ramp.txt"
 	hold_s=$(calc '%.3f' "$HOLD_MS / 1000")
 	for r in $RAMP; do
@@ -322,8 +331,9 @@ ramp() {
 		pace=$(calc '%.0f' "($el - $hold_s) > 0 ? $total / ($el - $hold_s) : 0")
 		spct=$(calc '%.0f' "$el > 0 ? 100 * $(get "$d" server_cpu_raw) / $el : 0")
 		ppct=$(calc '%.0f' "$el > 0 ? 100 * $(get "$d" sipp_cpu) / $el : 0")
-		line=$(printf '  %-8s %5d/s: ok %6d failed %4d (callee %4d) retrans %5d paced %5d/s peak %5d calls | server %3d%% (core %3d%%) | SIPp %3d%% (core %3d%%)' \
-			"$name" "$r" "$ok" "$fail" "$cfail" "$retr" "$pace" "$(get "$d" peak_calls)" "$spct" "$sbusy" "$ppct" "$lbusy")
+		us=$(calc '%.0f' "$ok > 0 ? $(get "$d" server_cpu) * 1e6 / $ok : 0")
+		line=$(printf '  %-8s %5d/s: ok %6d failed %4d (callee %4d) retrans %5d paced %5d/s peak %5d calls | server %3d%% (core %3d%%) %4d µs/call | SIPp %3d%% (core %3d%%)' \
+			"$name" "$r" "$ok" "$fail" "$cfail" "$retr" "$pace" "$(get "$d" peak_calls)" "$spct" "$sbusy" "$us" "$ppct" "$lbusy")
 		echo "$line" >>"$dir/ramp.txt"; log "$line"
 		if [ "$fail" -eq 0 ] && [ "$cfail" -eq 0 ] && [ "$ok" -eq "$total" ] && [ "$pace" -ge $((r * 95 / 100)) ]; then
 			best=$r
@@ -449,10 +459,12 @@ algorithms = ["MD5", "SHA-256"]
 [log]
 level = "warn"
 EOF
-	# Optional keys (section|line): flood limits per source off (all calls come from one
+	# Optional keys (section|lines, \n between lines): flood limits per source off (all calls come from one
 	# address), room for the ramp's concurrent calls, the relay on 127.0.0.1 with ports
-	# clear of the SIP ports (10000-19999) and below the kernel's ephemeral range (32768-):
-	# 12,700 ports, 4 per call (RTP+RTCP facing each side), ~3,000 calls at once.
+	# clear of the SIP ports (10000-19999) and of Confab's default relay range (20000-29999,
+	# which tests and relay benchmarks running at the same time on a shared machine use):
+	# 20,000 ports, 4 per call (RTP+RTCP facing each side), ~5,000 calls at once. The range
+	# lies in the kernel's ephemeral range; Confab skips ports something else holds.
 	: >"$dir/config-keys.txt"
 	for cand in \
 		"calls|max_ringing_per_source = 0" \
@@ -460,14 +472,13 @@ EOF
 		"calls|max_calls = 100000" \
 		"media|bind = \"127.0.0.1\"" \
 		"media|advertised_address = \"127.0.0.1\"" \
-		"media|port_min = 20000" \
-		"media|port_max = 32700"; do
+		"media|port_min = $RELAY_MIN\nport_max = $RELAY_MAX"; do
 		sect=${cand%%|*}; line=${cand#*|}
 		cp "$f" "$f.try"
 		if grep -q "^\[$sect\]" "$f.try"; then
 			awk -v s="[$sect]" -v l="$line" '{ print } $0==s { print l }' "$f" >"$f.try"
 		else
-			printf '\n[%s]\n%s\n' "$sect" "$line" >>"$f.try"
+			printf '\n[%s]\n%b\n' "$sect" "$line" >>"$f.try"
 		fi
 		if "$CONFAB_BIN" --config "$f.try" config check >/dev/null 2>&1; then
 			mv "$f.try" "$f"; echo "kept    [$sect] $line" >>"$dir/config-keys.txt"
@@ -498,6 +509,10 @@ if want confab && [ "$CONFAB_OK" = 1 ]; then
 	CPORT=$(free_udp_port 1)
 	if confab_config "$CDIR" "$CPORT"; then
 		log "Confab: config $CDIR/confab.toml ($(grep -c '^kept' "$CDIR/config-keys.txt") optional keys accepted, see config-keys.txt)"
+		INUSE=$(awk -v lo="$RELAY_MIN" -v hi="$RELAY_MAX" '
+			function hex(h,   i, v) { v = 0; for (i = 1; i <= length(h); i++) v = v * 16 + index("0123456789ABCDEF", toupper(substr(h, i, 1))) - 1; return v }
+			FNR>1 { split($2, a, ":"); p = hex(a[2]); if (p >= lo && p <= hi) n++ } END { print n+0 }' /proc/net/udp /proc/net/udp6)
+		log "Confab: relay ports $RELAY_MIN-$RELAY_MAX; $INUSE of them already bound by other processes"
 		if confab_users "$CDIR"; then
 			"${PRIO[@]}" taskset -c "$SERVER_CORE" "$CONFAB_BIN" serve --config "$CDIR/confab.toml" >"$CDIR/confab.log" 2>&1 &
 			CPID=$!
@@ -568,6 +583,7 @@ row "failed calls (caller side)" failed
 row "failed calls (callee side)" callee_failed
 derived "failed share" 'total > 0 ? 100 * (total - ok) / total : 0' '%.3f %%'
 row "SIPp retransmissions" retrans
+row "503 responses (e.g. relay ports)" responses_503
 row "peak concurrent calls" peak_calls
 row "server open fds idle" fds_idle
 row "server open fds peak (relay sockets)" fds_peak
@@ -604,6 +620,10 @@ for d in kamailio confab; do
 	ok01=$(awk -v s="$share" -v c="$(get "$f" callee_failed)" -v t="$(get "$f" total)" 'BEGIN { print (s < 0.1 && (t == 0 || 100 * c / t < 0.1)) ? "under" : "NOT under" }')
 	say "$(printf '  %-8s failed calls %s %% (%s 0.1 %%)' "$d" "$share" "$ok01")"
 done
+
+if [ "$CONFAB_DONE" = 1 ] && [ -s "$RESULTS/confab/fixed/threads.txt" ]; then
+	say "  Confab CPU s by thread over the fixed run: $(awk '{ printf "%s%s %s", (NR>1 ? ", " : ""), $1, $2 }' "$RESULTS/confab/fixed/threads.txt")"
+fi
 
 if [ "$DO_RAMP" = 1 ]; then
 	say ""

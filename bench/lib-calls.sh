@@ -64,6 +64,19 @@ cpu_ticks() {
 # tree_ticks ROOT_PID: CPU ticks of the whole process tree (a forking server's children too).
 tree_ticks() { cpu_ticks $(tree_pids "$1"); }
 
+# thread_ticks ROOT_PID: "name ticks" per thread name (digits stripped, so pools add up),
+# summed over every thread of the tree. Threads that already exited are not listed (their
+# time stays in the process's total).
+thread_ticks() {
+	local p t
+	for p in $(tree_pids "$1"); do
+		for t in /proc/"$p"/task/*; do
+			awk '{ line=$0; n=line; sub(/^[0-9]+ \(/, "", n); sub(/\) .*$/, "", n); gsub(/[0-9.]+$/, "", n); gsub(/-$/, "", n); gsub(/ /, "_", n);
+				sub(/^[0-9]+ \(.*\) /, "", line); split(line, f, " "); print n, f[12]+f[13] }' "$t/stat" 2>/dev/null || true
+		done
+	done | awk '{ s[$1] += $2 } END { for (k in s) print k, s[k] }' | sort
+}
+
 # idle_ticks ROOT_PID SECS: ticks the tree used while idle over SECS seconds.
 idle_ticks() {
 	local a b

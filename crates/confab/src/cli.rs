@@ -123,6 +123,11 @@ enum UserCommand {
     },
     /// Remove a user, its credentials and its registrations.
     Remove { name: String },
+    /// Add many users from a CSV file (`-` for standard input), all or none: one line per
+    /// user, `username,password[,extension[,display name]]`. Fields may be double-quoted
+    /// (`""` inside quotes is a quote); blank lines, lines starting with '#' and a first line
+    /// starting with `username` are skipped.
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -402,8 +407,107 @@ async fn user_command(config: &Config, command: &UserCommand) -> anyhow::Result<
             let user = open_store(config).await?.remove_user(name).await?;
             println!("removed user {}", user.username);
         }
+        UserCommand::Import { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+            } else {
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let (users, lines) = parse_user_csv(&text)?;
+            let store = open_store(config).await?;
+            match store.import_users(&users, realm).await {
+                Ok(n) => println!("imported {n} users"),
+                Err((Some(i), error)) => {
+                    anyhow::bail!("line {}: {error}; nothing was imported", lines[i])
+                }
+                Err((None, error)) => {
+                    return Err(anyhow::Error::new(error).context("nothing was imported"))
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Parses `confab user import` CSV: the users and, for each, its line number (from 1).
+fn parse_user_csv(text: &str) -> anyhow::Result<(Vec<NewUser>, Vec<usize>)> {
+    let mut users = Vec::new();
+    let mut lines = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let fields = csv_fields(line).map_err(|e| anyhow::anyhow!("line {n}: {e}"))?;
+        if users.is_empty()
+            && lines.is_empty()
+            && fields
+                .first()
+                .is_some_and(|f| f.trim().eq_ignore_ascii_case("username"))
+        {
+            continue; // a header line
+        }
+        if !(2..=4).contains(&fields.len()) {
+            anyhow::bail!(
+                "line {n}: expected username,password[,extension[,display name]], found {} fields",
+                fields.len()
+            );
+        }
+        let optional = |k: usize| fields.get(k).filter(|f| !f.trim().is_empty()).cloned();
+        users.push(NewUser {
+            username: fields[0].trim().to_owned(),
+            password: fields[1].clone(),
+            extension: optional(2),
+            display_name: optional(3),
+        });
+        lines.push(n);
+    }
+    Ok((users, lines))
+}
+
+/// Splits one CSV line at commas; a field may be double-quoted, with `""` for a quote.
+fn csv_fields(line: &str) -> Result<Vec<String>, &'static str> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated quoted field"),
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(_) => return Err("text after a closing quote"),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+        }
+    }
 }
 
 fn show_user(user: &User, realm: &str, bindings: &[BindingRecord]) {
@@ -759,6 +863,25 @@ mod tests {
         assert_eq!(format_secs(42), "42s");
         assert_eq!(format_secs(125), "2m05s");
         assert_eq!(format_secs(3725), "1h02m05s");
+    }
+
+    #[test]
+    fn user_import_csv() {
+        let text = "username,password\r\n# comment\n\nu1,pw1\n\"u2\",\"p,w\"\"2\",1002,\"Bob, B.\"\nu3,pw3,,\n";
+        let (users, lines) = parse_user_csv(text).unwrap();
+        assert_eq!(lines, [4, 5, 6]);
+        assert_eq!(users[0].username, "u1");
+        assert_eq!(users[0].password, "pw1");
+        assert_eq!(users[0].extension, None);
+        assert_eq!(users[1].password, "p,w\"2");
+        assert_eq!(users[1].extension.as_deref(), Some("1002"));
+        assert_eq!(users[1].display_name.as_deref(), Some("Bob, B."));
+        assert_eq!((users[2].extension.as_ref(), users[2].display_name.as_ref()), (None, None));
+        let e = parse_user_csv("u1,pw1\nu2\n").unwrap_err().to_string();
+        assert!(e.starts_with("line 2: expected"), "{e}");
+        let e = parse_user_csv("u1,\"pw1\n").unwrap_err().to_string();
+        assert!(e.starts_with("line 1: unterminated"), "{e}");
+        assert!(Cli::try_parse_from(["confab", "user", "import", "users.csv"]).is_ok());
     }
 
     #[test]

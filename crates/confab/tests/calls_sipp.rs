@@ -139,6 +139,10 @@ fn unacknowledged_200_is_retransmitted_then_the_call_is_ended_with_bye() {
         "BYE {waited:.2} s after the first 200; expected about 64*T1 = {expected:.1} s:\n{}",
         caller.summary()
     );
+    eprintln!(
+        "200 received {} times; BYE {waited:.2} s after the first (64*T1 = {expected:.1} s)",
+        oks.len()
+    );
     // Retransmissions stop with the BYE.
     let after = oks.iter().filter(|m| m.time > bye.time + 0.2).count();
     assert_eq!(

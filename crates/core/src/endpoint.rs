@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use confab_sip::message::recover_request_headers;
-use confab_sip::transaction::{AckOutcome, ServerInvite, ServerNonInvite, Timers, TransactionKey};
+use confab_sip::transaction::{
+    AckOutcome, ServerInvite, ServerNonInvite, Timers, TransactionKey, TransactionState,
+};
 use confab_sip::{
     Destination, HeaderName, Headers, Host, Message, Method, ParseError, Request, Response, Source,
     Transmit, TransportKind, Uri, Via,
@@ -211,7 +213,6 @@ impl LocalNames {
 pub struct Endpoint {
     domain: String,
     local: LocalNames,
-    timers: Timers,
     auth: DigestAuth,
     users: Arc<dyn UserDirectory>,
     registrar: Registrar,
@@ -270,11 +271,10 @@ impl Endpoint {
         );
         Self {
             local: LocalNames::new(&config),
-            timers: config.timers,
             auth,
             users,
             registrar: Registrar::new(config.registrar.clone()),
-            transactions: Transactions::new(),
+            transactions: Transactions::new(config.timers),
             calls: CallManager::new(&config, media, epoch),
             keepalive_interval: config.nat_keepalive_interval.filter(|d| !d.is_zero()),
             next_keepalive: Mutex::new(None),
@@ -456,7 +456,7 @@ impl Endpoint {
             bump(&self.stats.garbage_dropped);
             return;
         };
-        let Ok(key) = TransactionKey::server(&req) else {
+        let Ok(key) = TransactionKey::server_with_via(&req, &via) else {
             bump(&self.stats.garbage_dropped);
             return;
         };
@@ -486,23 +486,29 @@ impl Endpoint {
             return;
         }
 
-        let stateful = match self.transactions.begin(
-            now,
-            &key,
-            &req,
-            source.transport,
-            destination,
-            self.timers,
-        ) {
-            Begin::Retransmission(answers) => {
-                bump(&self.stats.retransmissions_absorbed);
-                for answer in answers {
-                    self.send_wire(answer, destination, out);
+        // A REGISTER without credentials is challenged (or refused) statelessly, as a stateless
+        // element answers (RFC 3261 §8.2.7, §16.11): nothing is kept for it, and a
+        // retransmission simply gets another challenge. The REGISTER with credentials that
+        // follows gets a transaction, so its retransmissions get the same final response.
+        let stateless = req.method == Method::Register
+            && req.headers.get(&HeaderName::Authorization).is_none();
+        let stateful = if stateless {
+            false
+        } else {
+            match self
+                .transactions
+                .begin(now, &key, &req, source.transport, destination)
+            {
+                Begin::Retransmission(answers) => {
+                    bump(&self.stats.retransmissions_absorbed);
+                    for answer in answers {
+                        self.send_wire(answer, destination, out);
+                    }
+                    return;
                 }
-                return;
+                Begin::New => true,
+                Begin::Stateless => false,
             }
-            Begin::New => true,
-            Begin::Stateless => false,
         };
 
         debug!(call_id = req.call_id(), method = %req.method, source = %source.peer, "request");
@@ -1216,6 +1222,11 @@ fn check_body(req: &Request) -> Option<Response> {
 // ---------------------------------------------------------------------------------------------
 // Server transactions, sharded.
 
+/// How often completed non-INVITE transactions past Timer J are swept out of a shard. They need
+/// no timer of their own: an expired one found by a retransmission is replaced, so the sweep
+/// only bounds memory.
+const ANSWERED_SWEEP: Duration = Duration::from_secs(1);
+
 /// A response on its way out: serialised already (cached answers) or not yet (serialised by the
 /// caller, outside the shard lock).
 enum Wire {
@@ -1223,17 +1234,26 @@ enum Wire {
     Message(Response),
 }
 
+/// A server transaction in a shard's table. Small, because tens of thousands live at once
+/// under REGISTER load and the table moves them when it grows or rehashes.
+enum TxEntry {
+    /// Running the RFC 3261 state machine: INVITE, and non-INVITE until its final response.
+    Live(Box<Live>),
+    /// A non-INVITE transaction in Completed on UDP (RFC 3261 §17.2.2), kept compact: all it does
+    /// until Timer J is re-send its final response, so only the serialised response and the
+    /// Timer J deadline are stored (no destination: a retransmission is answered where it came
+    /// from), and each retransmission is a reference-count increment. Swept, not timed.
+    Answered { response: Bytes, timer_j: Instant },
+}
+
+struct Live {
+    txn: ServerTxn,
+    destination: Destination,
+}
+
 enum ServerTxn {
     NonInvite(ServerNonInvite),
     Invite(ServerInvite),
-    /// A non-INVITE transaction in Completed on UDP (RFC 3261 §17.2.2), kept compact: all it does
-    /// until Timer J is re-send its final response, so only the serialised response and the
-    /// Timer J deadline are stored. Tens of thousands of these live at once under REGISTER load,
-    /// and each retransmission is then a reference-count increment.
-    Answered {
-        response: Bytes,
-        timer_j: Instant,
-    },
 }
 
 impl ServerTxn {
@@ -1241,7 +1261,6 @@ impl ServerTxn {
         match self {
             Self::NonInvite(t) => t.handle_request(now),
             Self::Invite(t) => t.handle_request(now),
-            Self::Answered { response, .. } => return vec![Wire::Bytes(response.clone())],
         }
         self.drain()
     }
@@ -1249,21 +1268,18 @@ impl ServerTxn {
         match self {
             Self::NonInvite(t) => t.handle_timeout(now),
             Self::Invite(t) => t.handle_timeout(now),
-            Self::Answered { .. } => {}
         }
     }
     fn poll_timeout(&self) -> Option<Instant> {
         match self {
             Self::NonInvite(t) => t.poll_timeout(),
             Self::Invite(t) => t.poll_timeout(),
-            Self::Answered { timer_j, .. } => Some(*timer_j),
         }
     }
-    fn is_terminated(&self, now: Instant) -> bool {
+    fn is_terminated(&self) -> bool {
         match self {
             Self::NonInvite(t) => t.is_terminated(),
             Self::Invite(t) => t.is_terminated(),
-            Self::Answered { timer_j, .. } => *timer_j <= now,
         }
     }
     fn drain(&mut self) -> Vec<Wire> {
@@ -1272,7 +1288,6 @@ impl ServerTxn {
             let next = match self {
                 Self::NonInvite(t) => t.poll_transmit(),
                 Self::Invite(t) => t.poll_transmit(),
-                Self::Answered { .. } => None,
             };
             match next {
                 Some(r) => v.push(Wire::Message(r)),
@@ -1282,14 +1297,18 @@ impl ServerTxn {
     }
 }
 
-struct TxEntry {
-    txn: ServerTxn,
-    destination: Destination,
+impl TxEntry {
+    fn is_terminated(&self, now: Instant) -> bool {
+        match self {
+            Self::Live(live) => live.txn.is_terminated(),
+            Self::Answered { timer_j, .. } => *timer_j <= now,
+        }
+    }
 }
 
-/// A deadline in the shard's timer heap. Entries go stale when a transaction's deadline moves
-/// or it ends; a stale entry is recognised when popped (its instant is not the transaction's
-/// current deadline) and skipped.
+/// A deadline in the shard's timer heap (live transactions only). Entries go stale when a
+/// transaction's deadline moves or it ends; a stale entry is recognised when popped (its instant
+/// is not the transaction's current deadline) and skipped.
 struct TimerEntry {
     at: Instant,
     key: TransactionKey,
@@ -1317,26 +1336,68 @@ impl Ord for TimerEntry {
 struct TxShard {
     map: HashMap<TransactionKey, TxEntry>,
     timers: BinaryHeap<TimerEntry>,
+    /// No earlier than the earliest Timer J of the `Answered` entries; `None` without any.
+    answered_due: Option<Instant>,
+    last_sweep: Option<Instant>,
 }
 
 impl TxShard {
-    /// After input to `key`'s transaction: drop it if it ended, else schedule its deadline if
-    /// it moved from `before`.
+    /// After input to `key`'s live transaction: drop it if it ended, else schedule its deadline
+    /// if it moved from `before`.
     fn settle(&mut self, now: Instant, key: &TransactionKey, before: Option<Instant>) {
         let Some(entry) = self.map.get(key) else {
             return;
         };
-        if entry.txn.is_terminated(now) {
+        if entry.is_terminated(now) {
             self.map.remove(key);
             return;
         }
-        if let Some(at) = entry.txn.poll_timeout() {
+        let TxEntry::Live(live) = entry else {
+            return;
+        };
+        if let Some(at) = live.txn.poll_timeout() {
             if before != Some(at) {
                 self.timers.push(TimerEntry {
                     at,
                     key: key.clone(),
                 });
             }
+        }
+    }
+
+    fn answered(&mut self, timer_j: Instant) {
+        self.answered_due = Some(self.answered_due.map_or(timer_j, |d| d.min(timer_j)));
+    }
+
+    /// When the next sweep of expired `Answered` entries is due: at most once per
+    /// [`ANSWERED_SWEEP`].
+    fn sweep_due(&self) -> Option<Instant> {
+        let due = self.answered_due?;
+        Some(match self.last_sweep {
+            Some(last) => due.max(last + ANSWERED_SWEEP),
+            None => due,
+        })
+    }
+
+    /// Drops the `Answered` entries past Timer J and gives back table memory after a burst.
+    fn sweep(&mut self, now: Instant) {
+        let mut earliest: Option<Instant> = None;
+        self.map.retain(|_, entry| match entry {
+            TxEntry::Answered { timer_j, .. } if *timer_j <= now => false,
+            TxEntry::Answered { timer_j, .. } => {
+                earliest = Some(earliest.map_or(*timer_j, |e| e.min(*timer_j)));
+                true
+            }
+            TxEntry::Live(_) => true,
+        });
+        self.answered_due = earliest;
+        self.last_sweep = Some(now);
+        // A table that held a burst keeps its capacity until shrunk.
+        if self.map.capacity() > 4 * self.map.len().max(256) {
+            self.map.shrink_to(2 * self.map.len());
+        }
+        if self.timers.capacity() > 4 * self.timers.len().max(256) {
+            self.timers.shrink_to(2 * self.timers.len());
         }
     }
 }
@@ -1351,15 +1412,17 @@ enum Begin {
 struct Transactions {
     shards: Box<[Mutex<TxShard>]>,
     hasher: RandomState,
+    timers: Timers,
 }
 
 impl Transactions {
-    fn new() -> Self {
+    fn new(timers: Timers) -> Self {
         Self {
             shards: (0..TRANSACTION_SHARDS)
                 .map(|_| Mutex::new(TxShard::default()))
                 .collect(),
             hasher: RandomState::new(),
+            timers,
         }
     }
 
@@ -1384,34 +1447,42 @@ impl Transactions {
         req: &Request,
         transport: TransportKind,
         destination: Destination,
-        timers: Timers,
     ) -> Begin {
         let mut shard = self.shard(key).lock();
         if let Some(entry) = shard.map.get_mut(key) {
-            if !entry.txn.is_terminated(now) {
-                let before = entry.txn.poll_timeout();
-                let out = entry.txn.handle_request(now);
-                // Answer where the retransmission came from (the NAT binding may have moved).
-                entry.destination = destination;
-                shard.settle(now, key, before);
-                return Begin::Retransmission(out);
+            match entry {
+                TxEntry::Answered { response, timer_j } if *timer_j > now => {
+                    return Begin::Retransmission(vec![Wire::Bytes(response.clone())]);
+                }
+                TxEntry::Live(live) if !live.txn.is_terminated() => {
+                    let before = live.txn.poll_timeout();
+                    let out = live.txn.handle_request(now);
+                    // Answer where the retransmission came from (the NAT binding may have moved).
+                    live.destination = destination;
+                    shard.settle(now, key, before);
+                    return Begin::Retransmission(out);
+                }
+                // Ended but not yet swept: a new transaction replaces it.
+                _ => {
+                    shard.map.remove(key);
+                }
             }
-            // Ended but not yet swept: a new transaction replaces it.
-            shard.map.remove(key);
         }
         if shard.map.len() >= MAX_TRANSACTIONS_PER_SHARD {
             return Begin::Stateless;
         }
         let txn = if req.method == Method::Invite {
-            let mut t = ServerInvite::new(now, req, transport, timers);
+            let mut t = ServerInvite::new(now, req, transport, self.timers);
             // The answer follows at once, so the queued 100 (Trying) is not needed
             // (RFC 3261 §17.2.1: only when the TU will not answer within 200 ms).
             while t.poll_transmit().is_some() {}
             ServerTxn::Invite(t)
         } else {
-            ServerTxn::NonInvite(ServerNonInvite::new(now, req, transport, timers))
+            ServerTxn::NonInvite(ServerNonInvite::new(now, req, transport, self.timers))
         };
-        shard.map.insert(key.clone(), TxEntry { txn, destination });
+        shard
+            .map
+            .insert(key.clone(), TxEntry::Live(Box::new(Live { txn, destination })));
         Begin::New
     }
 
@@ -1421,38 +1492,44 @@ impl Transactions {
             resp.status.is_final() && !matches!(resp.cseq().map(|c| c.method), Ok(Method::Invite));
         // Serialised outside the lock; the compact Completed state keeps these bytes.
         let wire = final_non_invite.then(|| Bytes::from(resp.to_bytes()));
-        let mut shard = self.shard(key).lock();
+        let mut guard = self.shard(key).lock();
+        let shard = &mut *guard;
         let Some(entry) = shard.map.get_mut(key) else {
             // Gone meanwhile (cannot happen before a final answer): answer anyway.
             return vec![wire.map_or(Wire::Message(resp), Wire::Bytes)];
         };
-        let before = entry.txn.poll_timeout();
-        match (&mut entry.txn, wire) {
+        let TxEntry::Live(live) = entry else {
+            // A final response was sent already (RFC 3261 §17.2.2: later ones are discarded).
+            return Vec::new();
+        };
+        let before = live.txn.poll_timeout();
+        match (&mut live.txn, wire) {
             (ServerTxn::NonInvite(t), Some(bytes)) => {
-                t.respond(now, resp);
-                // In Trying/Proceeding a final response is sent as given, exactly once.
-                let sent = std::iter::from_fn(|| t.poll_transmit()).count();
-                if sent == 0 {
+                // RFC 3261 §17.2.2: the first final response is sent and completes the
+                // transaction (Timer J = 64*T1 on UDP, zero on reliable transports); the state
+                // machine is not needed to know that, nor to keep a copy of the response.
+                if matches!(
+                    t.state(),
+                    TransactionState::Completed | TransactionState::Terminated
+                ) {
                     return Vec::new();
                 }
-                match t.poll_timeout() {
-                    // Completed, waiting for Timer J (unreliable transports).
-                    Some(timer_j) if !t.is_terminated() => {
-                        entry.txn = ServerTxn::Answered {
-                            response: bytes.clone(),
-                            timer_j,
-                        };
-                    }
-                    _ => {}
+                if live.destination.transport.is_reliable() {
+                    shard.map.remove(key);
+                } else {
+                    let timer_j = now + self.timers.transaction_timeout();
+                    *entry = TxEntry::Answered {
+                        response: bytes.clone(),
+                        timer_j,
+                    };
+                    shard.answered(timer_j);
                 }
-                shard.settle(now, key, before);
                 vec![Wire::Bytes(bytes)]
             }
             (txn, _) => {
                 match txn {
                     ServerTxn::NonInvite(t) => t.respond(now, resp),
                     ServerTxn::Invite(t) => t.respond(now, resp),
-                    ServerTxn::Answered { .. } => return Vec::new(),
                 }
                 let out = txn.drain();
                 shard.settle(now, key, before);
@@ -1464,8 +1541,10 @@ impl Transactions {
     /// An ACK: `None` when no INVITE transaction matches.
     fn ack(&self, now: Instant, key: &TransactionKey) -> Option<AckOutcome> {
         let mut shard = self.shard(key).lock();
-        let entry = shard.map.get_mut(key)?;
-        let ServerTxn::Invite(t) = &mut entry.txn else {
+        let TxEntry::Live(live) = shard.map.get_mut(key)? else {
+            return None;
+        };
+        let ServerTxn::Invite(t) = &mut live.txn else {
             return None;
         };
         let before = t.poll_timeout();
@@ -1483,20 +1562,23 @@ impl Transactions {
                 let Some(TimerEntry { at, key }) = shard.timers.pop() else {
                     break;
                 };
-                let Some(entry) = shard.map.get_mut(&key) else {
+                let Some(TxEntry::Live(live)) = shard.map.get_mut(&key) else {
                     continue;
                 };
-                if entry.txn.poll_timeout() != Some(at) {
+                if live.txn.poll_timeout() != Some(at) {
                     // Stale: the deadline moved (a fresh entry exists) or none is armed.
                     continue;
                 }
-                entry.txn.handle_timeout(now);
-                let destination = entry.destination;
-                for answer in entry.txn.drain() {
+                live.txn.handle_timeout(now);
+                let destination = live.destination;
+                for answer in live.txn.drain() {
                     out.push((answer, destination));
                 }
                 // `before = None` forces a fresh heap entry for the new deadline.
                 shard.settle(now, &key, None);
+            }
+            if shard.sweep_due().is_some_and(|at| at <= now) {
+                shard.sweep(now);
             }
         }
         out
@@ -1505,7 +1587,13 @@ impl Transactions {
     fn poll_timeout(&self) -> Option<Instant> {
         self.shards
             .iter()
-            .filter_map(|s| s.lock().timers.peek().map(|t| t.at))
+            .filter_map(|s| {
+                let s = s.lock();
+                [s.timers.peek().map(|t| t.at), s.sweep_due()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            })
             .min()
     }
 }

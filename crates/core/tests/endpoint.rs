@@ -515,19 +515,86 @@ fn retransmitted_register_gets_the_identical_response() {
     let mut h = Harness::new();
     let src = udp("198.51.100.7:5060");
     let b = h.branch();
-    let req = Req::new("REGISTER", "sip:example.com", &b).render();
+    let (challenge, _) = h.ask(&Req::new("REGISTER", "sip:example.com", &b).render(), &src);
+    let nonce = param(values(&challenge, &HeaderName::WwwAuthenticate)[0], "nonce");
+    let b = h.branch();
+    let mut req = Req::new("REGISTER", "sip:example.com", &b).header(authorization(
+        "Authorization",
+        Algorithm::Sha256,
+        "alice",
+        "wonderland",
+        &nonce,
+        "REGISTER",
+        "sip:example.com",
+        1,
+    ));
+    req.cseq = 2;
+    let req = req.render();
     let first = h.send(&req, &src);
     h.now += Duration::from_millis(500);
     let second = h.send(&req, &src);
     assert_eq!(first.len(), 1);
+    assert!(first[0].bytes.starts_with(b"SIP/2.0 200 "));
     assert_eq!(
         first, second,
-        "RFC 3261 §17.2.2: the cached response, byte for byte"
+        "RFC 3261 §17.2.2: the cached response, byte for byte (not a 500 for the repeated CSeq)"
     );
     assert_eq!(h.ep.stats().retransmissions_absorbed, 1);
     assert_eq!(h.ep.stats().transactions, 1);
-    // Timer J (64*T1 on UDP) ends the transaction.
+    // Timer J (64*T1 on UDP) ends the transaction; its memory goes at the next sweep.
     h.advance(Duration::from_secs(32));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.ep.stats().transactions, 0);
+}
+
+#[test]
+fn register_without_credentials_is_challenged_statelessly() {
+    let mut h = Harness::new();
+    let src = udp("198.51.100.7:5060");
+    let b = h.branch();
+    let req = Req::new("REGISTER", "sip:example.com", &b).render();
+    let (first, _) = h.ask(&req, &src);
+    h.now += Duration::from_millis(500);
+    let (second, _) = h.ask(&req, &src);
+    assert_eq!((first.status.0, second.status.0), (401, 401));
+    // Like a stateless proxy (RFC 3261 §16.11): no transaction, a fresh challenge each time,
+    // the same To tag.
+    assert_eq!(h.ep.stats().transactions, 0);
+    assert_eq!(h.ep.stats().retransmissions_absorbed, 0);
+    assert_ne!(
+        values(&first, &HeaderName::WwwAuthenticate),
+        values(&second, &HeaderName::WwwAuthenticate)
+    );
+    assert_eq!(
+        first.to_header().unwrap().tag(),
+        second.to_header().unwrap().tag()
+    );
+    // Either challenge can be answered.
+    let nonce = param(values(&first, &HeaderName::WwwAuthenticate)[0], "nonce");
+    let b = h.branch();
+    let mut req = Req::new("REGISTER", "sip:example.com", &b).header(authorization(
+        "Authorization",
+        Algorithm::Sha256,
+        "alice",
+        "wonderland",
+        &nonce,
+        "REGISTER",
+        "sip:example.com",
+        1,
+    ));
+    req.cseq = 2;
+    let (ok, _) = h.ask(&req.render(), &src);
+    assert_eq!(ok.status.0, 200);
+    assert_eq!(h.ep.stats().transactions, 1);
+}
+
+#[test]
+fn completed_register_transactions_are_answered_over_tcp_without_being_kept() {
+    let mut h = Harness::new();
+    let src = tcp("198.51.100.7:5060", 9);
+    let r = register(&mut h, "alice", "wonderland", Algorithm::Sha256, &src);
+    assert_eq!(r.status.0, 200);
+    // RFC 3261 §17.2.2: Timer J is zero on reliable transports.
     assert_eq!(h.ep.stats().transactions, 0);
 }
 

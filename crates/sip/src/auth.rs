@@ -20,7 +20,7 @@
 //! 4. only then `NonceManager::commit` the [`NonceUse`] that `check` returned. A `false` from
 //!    `commit` means the same nonce count was used meanwhile: treat it as a replay.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -514,29 +514,42 @@ pub struct NonceUse {
 ///
 /// A nonce is 64 hex digits: an issue counter, the issue time in milliseconds since `epoch`, and
 /// an HMAC-SHA-256 tag over both (truncated to 128 bits) keyed with the secret. A nonce with a bad
-/// tag is `Unknown` without any lookup; one older than `lifetime` is `Stale`. The most recent
-/// `max_tracked` nonces are remembered with the highest nonce count used so far, so that a
-/// replayed count is caught (RFC 7616 §3.3, §5.12); when more are issued the oldest is forgotten
-/// and answered `Stale` from then on, so a flood of challenges costs bounded memory and at worst
-/// makes clients re-authenticate.
+/// tag is `Unknown` without any lookup; one older than `lifetime` is `Stale`. The tag proves a
+/// nonce is ours, so nothing is stored when one is issued: only uses are recorded, in a bitmap
+/// indexed by the counter (one bit per issued nonce, set when it is used with nonce count 1, the
+/// common case), plus a small map for the other uses (higher counts, RFC 2069 single uses), so
+/// that a replayed count is caught (RFC 7616 §3.3, §5.12). Counters older than the lifetime are
+/// dropped, in words of 64. At most the `max_tracked` most recent counters are covered; an older
+/// one is answered `Stale` from then on, so a flood of challenges costs bounded memory (an eighth
+/// of a byte per nonce) and at worst makes clients re-authenticate.
 ///
 /// Give each process a fresh random secret: nonces are tied to `epoch`, an `Instant` of this
 /// process, so nonces issued by an earlier run must not validate.
-#[derive(Debug)]
 pub struct NonceManager {
-    secret: [u8; 32],
+    mac: Hmac,
     lifetime: Duration,
-    max_tracked: usize,
+    max_tracked: u64,
     epoch: Instant,
     next_counter: u64,
-    tracked: BTreeMap<u64, Tracked>,
+    /// The oldest counter still covered; older ones are `Stale`.
+    base: u64,
+    /// Use bits of the counters from `64 * (base / 64)` on, 64 per word.
+    used: VecDeque<u64>,
+    /// For each word of `used`: when its most recent nonce was issued (ms since `epoch`).
+    word_issued: VecDeque<u64>,
+    /// Uses other than "once with nonce count 1": counter → usage.
+    other: BTreeMap<u64, Usage>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Tracked {
-    issued_ms: u64,
-    issued_at: Instant,
-    usage: Usage,
+impl fmt::Debug for NonceManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceManager")
+            .field("lifetime", &self.lifetime)
+            .field("max_tracked", &self.max_tracked)
+            .field("next_counter", &self.next_counter)
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -565,43 +578,99 @@ const NONCE_TAG: usize = 16;
 
 impl NonceManager {
     /// `secret` keys the nonce MAC (take it from a CSPRNG at start-up); nonces live `lifetime`;
-    /// at most `max_tracked` (at least 1) are remembered for replay detection; `epoch` is any
-    /// `Instant` not later than the first `issue`, typically the start of the process.
+    /// at most the `max_tracked` (at least 1) most recent nonces are covered by replay
+    /// detection; `epoch` is any `Instant` not later than the first `issue`, typically the start
+    /// of the process.
     pub fn new(secret: [u8; 32], lifetime: Duration, max_tracked: usize, epoch: Instant) -> Self {
         Self {
-            secret,
+            mac: Hmac::new(&secret),
             lifetime,
-            max_tracked: max_tracked.max(1),
+            max_tracked: u64::try_from(max_tracked.max(1)).unwrap_or(u64::MAX),
             epoch,
             next_counter: 0,
-            tracked: BTreeMap::new(),
+            base: 0,
+            used: VecDeque::new(),
+            word_issued: VecDeque::new(),
+            other: BTreeMap::new(),
         }
+    }
+
+    fn ms_since_epoch(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// A new nonce, valid from `now` for the lifetime.
     pub fn issue(&mut self, now: Instant) -> String {
         let counter = self.next_counter;
         self.next_counter += 1;
-        let issued_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
-            .unwrap_or(u64::MAX);
+        let issued_ms = self.ms_since_epoch(now);
         let mut payload = [0u8; NONCE_PAYLOAD];
         payload[..8].copy_from_slice(&counter.to_be_bytes());
         payload[8..].copy_from_slice(&issued_ms.to_be_bytes());
-        let tag = hmac_sha256(&self.secret, &payload);
-        let mut nonce = hex::encode(payload);
-        nonce.push_str(&hex::encode(&tag[..NONCE_TAG]));
-        self.tracked.insert(
-            counter,
-            Tracked {
-                issued_ms,
-                issued_at: now,
-                usage: Usage::Fresh,
-            },
-        );
-        while self.tracked.len() > self.max_tracked {
-            self.tracked.pop_first();
+        let tag = self.mac.sign(&payload);
+        let mut nonce = String::with_capacity(2 * (NONCE_PAYLOAD + NONCE_TAG));
+        push_hex(&mut nonce, &payload);
+        push_hex(&mut nonce, &tag[..NONCE_TAG]);
+
+        // Cover the new counter.
+        let word = (counter / 64).saturating_sub(self.base / 64);
+        while self.used.len() as u64 <= word {
+            self.used.push_back(0);
+            self.word_issued.push_back(issued_ms);
+        }
+        if let Some(w) = self.word_issued.back_mut() {
+            *w = issued_ms;
+        }
+        while self.next_counter - self.base > self.max_tracked {
+            self.evict_oldest();
         }
         nonce
+    }
+
+    /// Stops covering the oldest covered counter (it is `Stale` from then on).
+    fn evict_oldest(&mut self) {
+        self.base += 1;
+        if self.base % 64 == 0 {
+            self.used.pop_front();
+            self.word_issued.pop_front();
+        }
+        self.forget_other();
+    }
+
+    /// Stops covering the oldest word of counters.
+    fn pop_word(&mut self) {
+        self.used.pop_front();
+        self.word_issued.pop_front();
+        self.base = if self.used.is_empty() {
+            // Nothing covered: the next counter issued starts afresh.
+            self.next_counter
+        } else {
+            (self.base / 64 + 1) * 64
+        };
+        self.forget_other();
+    }
+
+    fn forget_other(&mut self) {
+        while self
+            .other
+            .first_key_value()
+            .is_some_and(|(&c, _)| c < self.base)
+        {
+            self.other.pop_first();
+        }
+    }
+
+    fn usage(&self, counter: u64) -> Usage {
+        let bit = counter - 64 * (self.base / 64);
+        let set = self
+            .used
+            .get((bit / 64) as usize)
+            .is_some_and(|w| w & (1 << (bit % 64)) != 0);
+        match (set, self.other.get(&counter)) {
+            (_, Some(u)) => *u,
+            (true, None) => Usage::Counted(1),
+            (false, None) => Usage::Fresh,
+        }
     }
 
     /// A challenge with a freshly issued nonce.
@@ -633,17 +702,18 @@ impl NonceManager {
         if now.saturating_duration_since(issued) > self.lifetime {
             return NonceCheck::Stale;
         }
-        match self.tracked.get(&counter) {
+        if counter < self.base || counter >= self.next_counter {
             // Forgotten to bound memory, or issued by an earlier run with the same secret.
-            None => NonceCheck::Stale,
-            Some(t) if t.issued_ms != issued_ms => NonceCheck::Stale,
-            Some(t) if !t.usage.allows(nc) => NonceCheck::Replayed,
-            Some(_) => NonceCheck::Valid(NonceUse {
-                counter,
-                issued_ms,
-                nc,
-            }),
+            return NonceCheck::Stale;
         }
+        if !self.usage(counter).allows(nc) {
+            return NonceCheck::Replayed;
+        }
+        NonceCheck::Valid(NonceUse {
+            counter,
+            issued_ms,
+            nc,
+        })
     }
 
     /// Records a use that `check` allowed and whose response verified. Returns false if the
@@ -652,53 +722,74 @@ impl NonceManager {
     /// `Valid` again.
     #[must_use]
     pub fn commit(&mut self, used: NonceUse) -> bool {
-        let Some(t) = self.tracked.get_mut(&used.counter) else {
+        let counter = used.counter;
+        if counter < self.base || counter >= self.next_counter {
             return true;
-        };
-        if t.issued_ms != used.issued_ms || !t.usage.allows(used.nc) {
+        }
+        if !self.usage(counter).allows(used.nc) {
             return false;
         }
-        t.usage = match used.nc {
-            Some(nc) => Usage::Counted(nc),
-            None => Usage::Spent,
-        };
+        let bit = counter - 64 * (self.base / 64);
+        if let Some(w) = self.used.get_mut((bit / 64) as usize) {
+            *w |= 1 << (bit % 64);
+        }
+        match used.nc {
+            Some(1) => {
+                self.other.remove(&counter);
+            }
+            Some(nc) => {
+                self.other.insert(counter, Usage::Counted(nc));
+            }
+            None => {
+                self.other.insert(counter, Usage::Spent);
+            }
+        }
         true
     }
 
     /// Forgets nonces past their lifetime (they are `Stale` from then on without any memory).
     pub fn handle_timeout(&mut self, now: Instant) {
-        // Counters grow with issue time, so the expired ones are at the front.
-        while let Some((_, t)) = self.tracked.first_key_value() {
-            if now.saturating_duration_since(t.issued_at) > self.lifetime {
-                self.tracked.pop_first();
-            } else {
+        let now_ms = self.ms_since_epoch(now);
+        let lifetime = u64::try_from(self.lifetime.as_millis()).unwrap_or(u64::MAX);
+        // Words hold counters in issue order, so the expired ones are at the front.
+        while let Some(&last) = self.word_issued.front() {
+            if now_ms.saturating_sub(last) <= lifetime {
                 break;
             }
+            self.pop_word();
         }
     }
 
-    /// When the oldest tracked nonce expires.
+    /// When the oldest covered word of nonces expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let (_, t) = self.tracked.first_key_value()?;
+        let last = *self.word_issued.front()?;
         // Strictly after the lifetime, matching `check`.
-        t.issued_at
+        self.epoch
+            .checked_add(Duration::from_millis(last))?
             .checked_add(self.lifetime)?
             .checked_add(Duration::from_millis(1))
     }
 
-    /// How many nonces are tracked for replay detection.
+    /// How many of the most recently issued nonces are covered by replay detection (issued and
+    /// neither expired nor evicted).
     pub fn tracked(&self) -> usize {
-        self.tracked.len()
+        if self.used.is_empty() {
+            return 0;
+        }
+        usize::try_from(self.next_counter - self.base).unwrap_or(usize::MAX)
+    }
+
+    /// Bytes of replay state held (the bitmap, its issue times and the uses beyond nc 1).
+    pub fn memory(&self) -> usize {
+        self.used.capacity() * 8 + self.word_issued.capacity() * 8 + self.other.len() * 32
     }
 
     /// The counter and issue time of a nonce we issued, or `None` if it is not one of ours.
     fn decode(&self, nonce: &str) -> Option<(u64, u64)> {
-        if nonce.len() != 2 * (NONCE_PAYLOAD + NONCE_TAG) {
-            return None;
-        }
-        let bytes = hex::decode(nonce).ok()?;
+        let mut bytes = [0u8; NONCE_PAYLOAD + NONCE_TAG];
+        hex::decode_to_slice(nonce, &mut bytes).ok()?;
         let (payload, tag) = bytes.split_at(NONCE_PAYLOAD);
-        let expected = hmac_sha256(&self.secret, payload);
+        let expected = self.mac.sign(payload);
         if !constant_time_eq(&expected[..NONCE_TAG], tag) {
             return None;
         }
@@ -708,30 +799,54 @@ impl NonceManager {
     }
 }
 
+/// Appends `bytes` in lowercase hex.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+}
+
+/// HMAC-SHA-256 (RFC 2104) with the key's inner and outer pad blocks hashed once, so each
+/// signature of a short message costs two SHA-256 blocks.
+#[derive(Clone)]
+struct Hmac {
+    inner: Sha256,
+    outer: Sha256,
+}
+
+impl Hmac {
+    fn new(key: &[u8]) -> Self {
+        const BLOCK: usize = 64;
+        let mut block_key = [0u8; BLOCK];
+        if key.len() > BLOCK {
+            block_key[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block_key[..key.len()].copy_from_slice(key);
+        }
+        let mut ipad = [0x36u8; BLOCK];
+        let mut opad = [0x5cu8; BLOCK];
+        for i in 0..BLOCK {
+            ipad[i] ^= block_key[i];
+            opad[i] ^= block_key[i];
+        }
+        Self {
+            inner: Sha256::new().chain_update(ipad),
+            outer: Sha256::new().chain_update(opad),
+        }
+    }
+
+    fn sign(&self, msg: &[u8]) -> [u8; 32] {
+        let inner = self.inner.clone().chain_update(msg).finalize();
+        self.outer.clone().chain_update(inner).finalize().into()
+    }
+}
+
 /// HMAC-SHA-256 (RFC 2104) over `msg`.
+#[cfg(test)]
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block_key = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        block_key[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block_key[..key.len()].copy_from_slice(key);
-    }
-    let mut ipad = [0x36u8; BLOCK];
-    let mut opad = [0x5cu8; BLOCK];
-    for i in 0..BLOCK {
-        ipad[i] ^= block_key[i];
-        opad[i] ^= block_key[i];
-    }
-    let inner = Sha256::new()
-        .chain_update(ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
+    Hmac::new(key).sign(msg)
 }
 
 #[cfg(test)]
@@ -745,6 +860,64 @@ mod tests {
             hex::encode(mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn nonce_state_is_a_bit_per_nonce_and_only_uses_are_recorded() {
+        let t0 = Instant::now();
+        let lifetime = Duration::from_secs(300);
+        let mut m = NonceManager::new([3; 32], lifetime, 4_000_000, t0);
+        // 5,000 challenges a second for the whole lifetime, every other nonce used once.
+        let mut kept = Vec::new();
+        for i in 0..1_500_000u64 {
+            let now = t0 + Duration::from_micros(200 * i);
+            let nonce = m.issue(now);
+            if i % 2 == 0 {
+                let NonceCheck::Valid(u) = m.check(&nonce, Some(1), now) else {
+                    panic!("fresh nonce {i} not valid")
+                };
+                assert!(m.commit(u));
+            }
+            if i % 100_003 == 0 {
+                kept.push((i, nonce));
+            }
+        }
+        assert!(m.memory() < 512 * 1024, "{} bytes", m.memory());
+        let now = t0 + Duration::from_micros(200 * 1_500_000);
+        for (i, nonce) in &kept {
+            let expected = if now.saturating_duration_since(t0 + Duration::from_micros(200 * i))
+                > lifetime
+            {
+                NonceCheck::Stale
+            } else if i % 2 == 0 {
+                NonceCheck::Replayed
+            } else {
+                NonceCheck::Valid(NonceUse {
+                    counter: *i,
+                    issued_ms: i / 5,
+                    nc: Some(1),
+                })
+            };
+            assert_eq!(m.check(nonce, Some(1), now), expected, "nonce {i}");
+        }
+        // Expiry drops whole words of 64 counters; higher counts are kept apart until then.
+        let nonce = m.issue(now);
+        for nc in [1, 2, 7] {
+            let NonceCheck::Valid(u) = m.check(&nonce, Some(nc), now) else {
+                panic!("nc {nc}")
+            };
+            assert!(m.commit(u));
+        }
+        assert_eq!(m.check(&nonce, Some(7), now), NonceCheck::Replayed);
+        assert!(matches!(m.check(&nonce, Some(8), now), NonceCheck::Valid(_)));
+        m.handle_timeout(now + lifetime + Duration::from_secs(1));
+        assert_eq!(m.tracked(), 0);
+        assert_eq!(m.poll_timeout(), None);
+        assert!(m.other.is_empty());
+        let later = now + lifetime * 2;
+        let fresh = m.issue(later);
+        assert!(matches!(m.check(&fresh, Some(1), later), NonceCheck::Valid(_)));
+        assert_eq!(m.tracked(), 1);
     }
 
     #[test]

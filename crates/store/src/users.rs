@@ -1,5 +1,7 @@
 //! Users and their digest credentials.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
@@ -140,6 +142,91 @@ impl Store {
         bump_directory_version(&mut tx).await?;
         tx.commit().await?;
         Ok(user)
+    }
+
+    /// Creates many users in one transaction (all or nothing), with the same checks as
+    /// [`Store::add_user`], including clashes between the new users themselves. Returns how many
+    /// were added. On failure nothing is written and the error comes with the index in `users`
+    /// of the user that caused it (`None` for a database failure not tied to one user).
+    pub async fn import_users(
+        &self,
+        users: &[NewUser],
+        realm: &str,
+    ) -> Result<usize, (Option<usize>, StoreError)> {
+        let mut prepared = Vec::with_capacity(users.len());
+        for (i, new) in users.iter().enumerate() {
+            let username = new.username.trim().to_owned();
+            let display_name = non_blank(new.display_name.clone());
+            let extension = non_blank(new.extension.clone());
+            let checked = validate_username(&username)
+                .and_then(|()| extension.as_deref().map_or(Ok(()), validate_extension))
+                .and_then(|()| {
+                    display_name
+                        .as_deref()
+                        .map_or(Ok(()), validate_display_name)
+                })
+                .and_then(|()| validate_password(&new.password));
+            checked.map_err(|e| (Some(i), e))?;
+            prepared.push((username, display_name, extension));
+        }
+        let db = |e: StoreError| (None, e);
+        let mut tx = self.begin_write().await.map_err(db)?;
+        // User names and extensions in use (each → its owner), checked in memory: one query
+        // rather than two per imported user.
+        let mut owners: HashMap<String, String> = HashMap::new();
+        let rows = sqlx::query("SELECT username, extension FROM users")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| db(e.into()))?;
+        for row in &rows {
+            let username: String = row.try_get("username").map_err(|e| db(e.into()))?;
+            let extension: Option<String> = row.try_get("extension").map_err(|e| db(e.into()))?;
+            if let Some(extension) = extension {
+                owners.insert(extension, username.clone());
+            }
+            owners.insert(username.clone(), username);
+        }
+        for (i, ((username, display_name, extension), new)) in
+            prepared.iter().zip(users).enumerate()
+        {
+            let at = |e: StoreError| (Some(i), e);
+            for value in std::iter::once(username).chain(extension) {
+                if let Some(owner) = owners.get(value) {
+                    return Err(at(if owner == username && value == username {
+                        StoreError::UserExists(owner.clone())
+                    } else {
+                        StoreError::ExtensionTaken {
+                            extension: value.clone(),
+                            owner: owner.clone(),
+                        }
+                    }));
+                }
+            }
+            owners.insert(username.clone(), username.clone());
+            if let Some(extension) = extension {
+                owners.insert(extension.clone(), username.clone());
+            }
+            let row = sqlx::query(
+                "INSERT INTO users (username, display_name, extension, created_at) \
+                 VALUES ($1, $2, $3, $4) RETURNING id, username, display_name, extension, created_at",
+            )
+            .bind(username)
+            .bind(display_name)
+            .bind(extension)
+            .bind(unix_now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| at(map_unique_violation(e, username, extension.as_deref())))?;
+            let user = user_from_row(&row).map_err(|e| at(e.into()))?;
+            insert_credentials(&mut tx, &user, &new.password, realm)
+                .await
+                .map_err(at)?;
+        }
+        if !users.is_empty() {
+            bump_directory_version(&mut tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(|e| db(e.into()))?;
+        Ok(users.len())
     }
 
     /// All users, ordered by user name.
@@ -346,4 +433,51 @@ fn map_unique_violation(error: sqlx::Error, username: &str, extension: Option<&s
         }
     }
     StoreError::Database(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, extension: Option<&str>) -> NewUser {
+        NewUser {
+            username: name.to_owned(),
+            display_name: None,
+            extension: extension.map(str::to_owned),
+            password: format!("pw-{name}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn import_is_all_or_nothing_and_names_the_bad_user() {
+        let store = Store::open_in_memory().await.unwrap();
+        store
+            .add_user(user("alice", Some("1001")), "r.test")
+            .await
+            .unwrap();
+        let before = store.directory_version().await.unwrap();
+        // A clash with an existing extension, and one between two imported users.
+        for (batch, bad) in [
+            (vec![user("bob", None), user("carol", Some("1001"))], 1),
+            (vec![user("bob", Some("2000")), user("2000", None)], 1),
+            (vec![user("bob", None), user("Bad Name", None)], 1),
+            (vec![user("alice", None)], 0),
+        ] {
+            let (at, _) = store.import_users(&batch, "r.test").await.unwrap_err();
+            assert_eq!(at, Some(bad));
+            assert_eq!(store.user_count().await.unwrap(), 1);
+        }
+        assert_eq!(store.directory_version().await.unwrap(), before);
+
+        let batch: Vec<NewUser> = (0..500).map(|i| user(&format!("u{i}"), None)).collect();
+        assert_eq!(store.import_users(&batch, "r.test").await.unwrap(), 500);
+        assert_eq!(store.user_count().await.unwrap(), 501);
+        assert!(store.directory_version().await.unwrap() > before);
+        let creds = store.load_credentials("r.test").await.unwrap();
+        let u7 = creds
+            .iter()
+            .find(|c| c.digest_username == "u7" && c.algorithm == Algorithm::Md5)
+            .unwrap();
+        assert_eq!(u7.ha1, ha1(Algorithm::Md5, "u7", "r.test", "pw-u7"));
+    }
 }

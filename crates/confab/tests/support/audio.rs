@@ -115,7 +115,7 @@ impl Wav {
     }
 
     /// The part from `from` seconds on.
-    pub fn from_secs(&self, from: f64) -> Self {
+    pub fn after_secs(&self, from: f64) -> Self {
         let start = ((from * f64::from(self.rate)) as usize).min(self.samples.len());
         Self {
             rate: self.rate,

@@ -489,10 +489,7 @@ fn read_netstrings(mut stream: TcpStream, shared: &Arc<(Mutex<Shared>, Condvar)>
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-        loop {
-            let Some(colon) = buf.iter().position(|&b| b == b':') else {
-                break;
-            };
+        while let Some(colon) = buf.iter().position(|&b| b == b':') {
             let Some(len) = std::str::from_utf8(&buf[..colon])
                 .ok()
                 .and_then(|s| s.trim().parse::<usize>().ok())

@@ -65,13 +65,13 @@ impl Linphone {
         let sip_port = super::free_port_on(Ipv4Addr::LOCALHOST, false);
         let rtp_port = loop {
             let p = super::free_port_on(Ipv4Addr::LOCALHOST, true);
-            if p % 2 == 0 {
+            if p & 1 == 0 {
                 break p;
             }
         };
         let video_port = loop {
             let p = super::free_port_on(Ipv4Addr::LOCALHOST, true);
-            if p % 2 == 0 && p != rtp_port {
+            if p & 1 == 0 && p != rtp_port {
                 break p;
             }
         };

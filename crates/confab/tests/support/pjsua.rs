@@ -90,7 +90,7 @@ impl PjPhone {
         let sip_port = super::free_port_on(spec.bind, false);
         let rtp_port = loop {
             let p = super::free_port_on(spec.bind, true);
-            if p % 2 == 0 {
+            if p & 1 == 0 {
                 break p;
             }
         };

@@ -75,13 +75,13 @@ impl Proc {
             return;
         };
         if self.status.is_none() {
-            // `kill` from procps: the test harness has no libc binding of its own for signals.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+                // SAFETY: kill(2) on our own child, which has not been reaped yet (so the pid
+                // cannot have been reused).
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
             let end = Instant::now() + grace;
             while Instant::now() < end {
                 if let Ok(Some(s)) = child.try_wait() {

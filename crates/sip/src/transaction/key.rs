@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::header::Via;
 use crate::message::{Method, Request, Response};
 use crate::uri::Host;
 use crate::ParseError;
@@ -68,8 +69,17 @@ impl TransactionKey {
         Self::server_with_method(cancel, Method::Invite)
     }
 
+    /// [`Self::server`] for a caller that has parsed the request's top Via already (`via` must
+    /// be `req.top_via()`), sparing a second parse.
+    pub fn server_with_via(req: &Request, via: &Via) -> Result<Self, ParseError> {
+        Self::server_via(req, transaction_method(&req.method), via)
+    }
+
     fn server_with_method(req: &Request, method: Method) -> Result<Self, ParseError> {
-        let via = req.top_via()?;
+        Self::server_via(req, method, &req.top_via()?)
+    }
+
+    fn server_via(req: &Request, method: Method, via: &Via) -> Result<Self, ParseError> {
         if via.has_rfc3261_branch() {
             let branch = via.branch().unwrap_or_default().to_ascii_lowercase();
             return Ok(Self(Inner::Rfc3261 {
