@@ -876,7 +876,10 @@ mod tests {
         assert_eq!(users[1].password, "p,w\"2");
         assert_eq!(users[1].extension.as_deref(), Some("1002"));
         assert_eq!(users[1].display_name.as_deref(), Some("Bob, B."));
-        assert_eq!((users[2].extension.as_ref(), users[2].display_name.as_ref()), (None, None));
+        assert_eq!(
+            (users[2].extension.as_ref(), users[2].display_name.as_ref()),
+            (None, None)
+        );
         let e = parse_user_csv("u1,pw1\nu2\n").unwrap_err().to_string();
         assert!(e.starts_with("line 2: expected"), "{e}");
         let e = parse_user_csv("u1,\"pw1\n").unwrap_err().to_string();

@@ -375,7 +375,8 @@ struct CachedDirectory {
 #[derive(Default)]
 struct DirectoryState {
     version: u64,
-    by_name: HashMap<(String, Algorithm), UserCredential>,
+    /// Digest user name → its credential per algorithm (looked up by `&str`, no allocation).
+    by_name: HashMap<String, Vec<(Algorithm, UserCredential)>>,
     /// User name and extension → user, for call routing.
     users: HashMap<String, DirectoryUser>,
 }
@@ -395,14 +396,17 @@ impl CachedDirectory {
                 users.insert(ext.clone(), user.clone());
             }
             users.insert(c.username.clone(), user);
-            by_name.insert(
-                (c.digest_username.clone(), c.algorithm),
+            let entry: &mut Vec<(Algorithm, UserCredential)> =
+                by_name.entry(c.digest_username.clone()).or_default();
+            entry.retain(|(a, _)| *a != c.algorithm);
+            entry.push((
+                c.algorithm,
                 UserCredential {
                     user: c.username.clone(),
                     extension: c.extension.clone(),
                     ha1: c.ha1.clone(),
                 },
-            );
+            ));
         }
         let mut state = self.inner.write();
         state.version = version;
@@ -422,8 +426,10 @@ impl UserDirectory for CachedDirectory {
         self.inner
             .read()
             .by_name
-            .get(&(digest_username.to_owned(), algorithm))
-            .cloned()
+            .get(digest_username)?
+            .iter()
+            .find(|(a, _)| *a == algorithm)
+            .map(|(_, c)| c.clone())
     }
 }
 

@@ -21,9 +21,11 @@ use parking_lot::Mutex;
 use crate::ban::{BanList, FailureOutcome};
 use crate::directory::{UserCredential, UserDirectory};
 
-/// How many nonces the nonce manager tracks nonce counts for (replay protection). Beyond that the
-/// oldest are forgotten and come back as stale, which costs a phone one extra round trip.
-const MAX_TRACKED_NONCES: usize = 200_000;
+/// How many of the most recently issued nonces replay protection covers (a bit each, about
+/// 0.6 MB at most). Beyond that the oldest are forgotten and come back as stale, which costs a
+/// phone one extra round trip: at 5,000 challenges a second that happens only past 800 s, after
+/// the nonce lifetime anyway.
+const MAX_TRACKED_NONCES: usize = 4_000_000;
 
 /// Which header pair the challenge uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

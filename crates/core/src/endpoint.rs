@@ -490,8 +490,8 @@ impl Endpoint {
         // element answers (RFC 3261 §8.2.7, §16.11): nothing is kept for it, and a
         // retransmission simply gets another challenge. The REGISTER with credentials that
         // follows gets a transaction, so its retransmissions get the same final response.
-        let stateless = req.method == Method::Register
-            && req.headers.get(&HeaderName::Authorization).is_none();
+        let stateless =
+            req.method == Method::Register && req.headers.get(&HeaderName::Authorization).is_none();
         let stateful = if stateless {
             false
         } else {
@@ -649,7 +649,8 @@ impl Endpoint {
         }
 
         // Requests inside one of our calls' dialogs (RFC 3261 §12.2.2): the call handles them.
-        let in_dialog = req.to_header().is_ok_and(|t| t.tag().is_some());
+        let in_dialog = req.headers.get(&HeaderName::To).is_some_and(may_have_tag)
+            && req.to_header().is_ok_and(|t| t.tag().is_some());
         if in_dialog && !matches!(req.method, Method::Register) && self.calls.owns(req.call_id()) {
             // We relay them to the other leg, so they need a hop left (RFC 3261 §16.3 step 3).
             if req.max_forwards() == Some(0) && req.method != Method::Options {
@@ -712,16 +713,16 @@ impl Endpoint {
         }
         // RFC 3261 §10.2: the To header holds the address of record, a SIP or SIPS URI
         // (RFC 4475 §3.3.2, unksm2).
-        match req.to_header() {
-            Ok(to) if matches!(to.uri, Uri::Sip(_)) => {}
+        let to = match req.to_header() {
+            Ok(to) if matches!(to.uri, Uri::Sip(_)) => to,
             _ => return reply(req, 416, Some("Unsupported URI Scheme in To")),
-        }
+        };
         match self.authenticate(now, req, AuthKind::Www, source) {
             Ok(user) => {
                 let who = Authenticated::new(&user.user, user.extension.as_deref());
                 let is_local = |h: &Host| self.local.contains(h);
                 self.registrar
-                    .handle_register(now, unix_now, req, source, &who, &is_local)
+                    .handle_register_to(now, unix_now, req, &to, source, &who, &is_local)
             }
             Err(challenge) => challenge,
         }
@@ -1058,11 +1059,21 @@ fn add_to_tag_if_missing(resp: &mut Response, tag: &str) {
     let Some(line) = resp.headers.0.iter_mut().find(|h| h.name == HeaderName::To) else {
         return;
     };
-    let has_tag = confab_sip::NameAddr::parse(&line.value)
-        .map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
+    let has_tag = may_have_tag(&line.value)
+        && confab_sip::NameAddr::parse(&line.value)
+            .map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
     if !has_tag {
         line.value = format!("{};tag={}", line.value.trim_end(), tag);
     }
+}
+
+/// Whether a To or From value could carry a `tag` parameter: it holds the letters "tag" (in any
+/// case). Most do not (a request outside a dialog), and they need no parse to know it.
+fn may_have_tag(value: &str) -> bool {
+    value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"tag"))
 }
 
 /// A reason phrase is one line of text (RFC 3261 §25.1 Reason-Phrase); parser messages are, but
@@ -1480,9 +1491,10 @@ impl Transactions {
         } else {
             ServerTxn::NonInvite(ServerNonInvite::new(now, req, transport, self.timers))
         };
-        shard
-            .map
-            .insert(key.clone(), TxEntry::Live(Box::new(Live { txn, destination })));
+        shard.map.insert(
+            key.clone(),
+            TxEntry::Live(Box::new(Live { txn, destination })),
+        );
         Begin::New
     }
 

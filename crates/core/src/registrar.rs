@@ -60,7 +60,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_sip::{
-    ConnectionId, ContactValue, HeaderName, Host, Method, Request, Response, Source, Uri,
+    ConnectionId, ContactValue, HeaderName, Host, Method, NameAddr, Request, Response, Source, Uri,
 };
 use parking_lot::Mutex;
 
@@ -304,6 +304,10 @@ struct Shard {
 struct AorEntry {
     /// Kept without spare capacity (memory per binding is what counts at 100k contacts).
     bindings: Vec<Binding>,
+    /// For each binding (same order): [`key_hash`] of its Contact URI key, so matching a
+    /// REGISTER's Contacts against the AoR's bindings parses no stored URI (only a binding whose
+    /// hash matches is parsed, to confirm).
+    keys: Vec<u64>,
     /// The instant of this AoR's live wake-up in the shard heap; never later than its earliest
     /// expiry.
     wake: Option<Instant>,
@@ -334,11 +338,17 @@ impl Shard {
         if entry.bindings.iter().all(|b| b.expires_at > now) {
             return;
         }
-        let (live, expired): (Vec<_>, Vec<_>) = std::mem::take(&mut entry.bindings)
-            .into_iter()
-            .partition(|b| b.expires_at > now);
-        entry.bindings = live;
-        entry.bindings.shrink_to_fit();
+        let mut expired = Vec::new();
+        let bindings = std::mem::take(&mut entry.bindings);
+        let keys = std::mem::take(&mut entry.keys);
+        for (b, k) in bindings.into_iter().zip(keys) {
+            if b.expires_at > now {
+                entry.bindings.push(b);
+                entry.keys.push(k);
+            } else {
+                expired.push(b);
+            }
+        }
         let empty = entry.bindings.is_empty();
         self.bindings -= expired.len();
         for b in expired {
@@ -433,11 +443,17 @@ struct Requested {
 
 impl Requested {
     /// Whether this Contact names the existing binding `b` (module doc, "Binding identity").
-    /// `b_key` is `b`'s parsed Contact URI.
-    fn matches(&self, b: &Binding, b_key: Option<&UriKey>) -> bool {
+    /// `b_hash` is the [`key_hash`] of `b`'s Contact URI key, `hash` that of this Contact's: the
+    /// stored URI is parsed only when they are equal.
+    fn matches(&self, b: &Binding, b_hash: u64, hash: u64) -> bool {
         match (&self.instance, &b.instance) {
             (Some(mine), Some(theirs)) => mine == theirs && self.reg_id == b.reg_id,
-            _ => b.reg_id.is_none() && self.reg_id.is_none() && b_key == Some(&self.uri_key),
+            _ => {
+                b.reg_id.is_none()
+                    && self.reg_id.is_none()
+                    && b_hash == hash
+                    && UriKey::of_stored(&b.contact).as_ref() == Some(&self.uri_key)
+            }
         }
     }
 }
@@ -497,7 +513,26 @@ impl Registrar {
         who: &Authenticated,
         is_local_host: &dyn Fn(&Host) -> bool,
     ) -> Response {
-        match self.register(now, unix_now, req, source, who, is_local_host) {
+        let to = match req.to_header() {
+            Ok(to) => to,
+            Err(_) => return Reject::new(400, "Bad To header").into_response(req),
+        };
+        self.handle_register_to(now, unix_now, req, &to, source, who, is_local_host)
+    }
+
+    /// [`Self::handle_register`] with the request's To header parsed already.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handle_register_to(
+        &self,
+        now: Instant,
+        unix_now: u64,
+        req: &Request,
+        to: &NameAddr,
+        source: &Source,
+        who: &Authenticated,
+        is_local_host: &dyn Fn(&Host) -> bool,
+    ) -> Response {
+        match self.register(now, unix_now, req, to, source, who, is_local_host) {
             Ok(resp) => resp,
             Err(reject) => {
                 tracing::debug!(
@@ -511,11 +546,13 @@ impl Registrar {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn register(
         &self,
         now: Instant,
         unix_now: u64,
         req: &Request,
+        to: &NameAddr,
         source: &Source,
         who: &Authenticated,
         is_local_host: &dyn Fn(&Host) -> bool,
@@ -524,9 +561,6 @@ impl Registrar {
             return Err(Reject::new(500, "Not a REGISTER"));
         }
         // RFC 3261 §10.3 steps 4–5: the AoR must be ours and the user may only register itself.
-        let to = req
-            .to_header()
-            .map_err(|_| Reject::new(400, "Bad To header"))?;
         let Uri::Sip(to_uri) = &to.uri else {
             return Err(Reject::new(404, "Not our domain"));
         };
@@ -719,18 +753,14 @@ impl Registrar {
         new: &NewBindingFields<'_>,
     ) -> Result<(), Reject> {
         let aor = new.aor;
+        let hashes: Vec<u64> = list.iter().map(|r| key_hash(Some(&r.uri_key))).collect();
         // Check first: a 500 must leave every binding as it was.
         if let Some(entry) = shard.aors.get(aor) {
-            let keys: Vec<Option<UriKey>> = entry
-                .bindings
-                .iter()
-                .map(|b| UriKey::of_stored(&b.contact))
-                .collect();
-            for r in &list {
-                for (b, key) in entry.bindings.iter().zip(&keys) {
-                    if r.matches(b, key.as_ref())
-                        && &*b.call_id == new.call_id
+            for (r, &hash) in list.iter().zip(&hashes) {
+                for (b, &b_hash) in entry.bindings.iter().zip(&entry.keys) {
+                    if &*b.call_id == new.call_id
                         && new.cseq <= b.cseq
+                        && r.matches(b, b_hash, hash)
                     {
                         return Err(Reject::new(500, "Out of order CSeq"));
                     }
@@ -740,21 +770,19 @@ impl Registrar {
 
         let mut entry = shard.aors.remove(aor).unwrap_or(AorEntry {
             bindings: Vec::new(),
+            keys: Vec::new(),
             wake: None,
         });
         let before = entry.bindings.len();
         let mut slots = std::mem::take(&mut entry.bindings);
-        let mut keys: Vec<Option<UriKey>> = slots
-            .iter()
-            .map(|b| UriKey::of_stored(&b.contact))
-            .collect();
+        let mut keys = std::mem::take(&mut entry.keys);
         let mut touched = vec![false; slots.len()];
         let mut removed: Vec<(Binding, RemovalReason)> = Vec::new();
-        for r in list {
+        for (r, hash) in list.into_iter().zip(hashes) {
             let at = slots
                 .iter()
                 .zip(&keys)
-                .position(|(b, k)| r.matches(b, k.as_ref()));
+                .position(|(b, &b_hash)| r.matches(b, b_hash, hash));
             if r.expires == 0 {
                 if let Some(i) = at {
                     keys.remove(i);
@@ -763,20 +791,19 @@ impl Registrar {
                 }
                 continue;
             }
-            let (binding, key) = new.binding(r);
-            let key = Some(key);
+            let binding = new.binding(r);
             match at {
                 Some(i) => {
                     let old = std::mem::replace(&mut slots[i], binding);
                     if old.contact != slots[i].contact {
                         removed.push((old, RemovalReason::Replaced));
                     }
-                    keys[i] = key;
+                    keys[i] = hash;
                     touched[i] = true;
                 }
                 None => {
                     slots.push(binding);
-                    keys.push(key);
+                    keys.push(hash);
                     touched.push(true);
                 }
             }
@@ -792,6 +819,7 @@ impl Registrar {
                 .map(|(i, _)| i);
             let Some(i) = victim else { break };
             touched.remove(i);
+            keys.remove(i);
             removed.push((slots.remove(i), RemovalReason::Evicted));
         }
 
@@ -811,7 +839,9 @@ impl Registrar {
         shard.bindings = shard.bindings - before + slots.len();
         if !slots.is_empty() {
             slots.shrink_to_fit();
+            keys.shrink_to_fit();
             entry.bindings = slots;
+            entry.keys = keys;
             shard.aors.insert(Arc::clone(aor), entry);
             shard.schedule(aor);
         }
@@ -932,27 +962,36 @@ impl Registrar {
                 .entry(Arc::clone(&aor))
                 .or_insert_with(|| AorEntry {
                     bindings: Vec::new(),
+                    keys: Vec::new(),
                     wake: None,
                 });
             let key = UriKey::of_stored(&b.contact);
+            let hash = key_hash(key.as_ref());
             let same = entry
                 .bindings
                 .iter()
-                .position(|x| match (&x.instance, &b.instance) {
+                .zip(&entry.keys)
+                .position(|(x, &x_hash)| match (&x.instance, &b.instance) {
                     (Some(_), Some(_)) => x.instance == b.instance && x.reg_id == b.reg_id,
                     _ => {
                         x.reg_id.is_none()
                             && b.reg_id.is_none()
                             && key.is_some()
+                            && x_hash == hash
                             && UriKey::of_stored(&x.contact) == key
                     }
                 });
             match same {
                 Some(i) if entry.bindings[i].expires_at >= b.expires_at => {}
-                Some(i) => entry.bindings[i] = b,
+                Some(i) => {
+                    entry.bindings[i] = b;
+                    entry.keys[i] = hash;
+                }
                 None => {
                     entry.bindings.push(b);
                     entry.bindings.shrink_to_fit();
+                    entry.keys.push(hash);
+                    entry.keys.shrink_to_fit();
                     shard.bindings += 1;
                 }
             }
@@ -982,6 +1021,7 @@ impl Registrar {
                 if b.source.connection == Some(id) {
                     if b.is_outbound() {
                         closed.push(entry.bindings.remove(i));
+                        entry.keys.remove(i);
                         continue;
                     }
                     b.source.connection = None;
@@ -992,6 +1032,7 @@ impl Registrar {
                 continue;
             }
             entry.bindings.shrink_to_fit();
+            entry.keys.shrink_to_fit();
             if entry.bindings.is_empty() {
                 shard.aors.remove(&aor);
             }
@@ -1045,6 +1086,7 @@ impl Registrar {
             for (aor, entry) in &shard.aors {
                 total += 2 * size_of::<usize>() + aor.len(); // the Arc allocation
                 total += entry.bindings.capacity() * size_of::<Binding>();
+                total += entry.keys.capacity() * size_of::<u64>();
                 total += entry.bindings.iter().map(binding_heap_bytes).sum::<usize>();
             }
         }
@@ -1080,9 +1122,9 @@ struct NewBindingFields<'a> {
 }
 
 impl NewBindingFields<'_> {
-    /// The binding a Contact creates, and its URI key.
-    fn binding(&self, r: Requested) -> (Binding, UriKey) {
-        let binding = Binding {
+    /// The binding a Contact creates.
+    fn binding(&self, r: Requested) -> Binding {
+        Binding {
             aor: Arc::clone(self.aor),
             contact: r.contact,
             expires_at: self.now + Duration::from_secs(u64::from(r.expires)),
@@ -1094,9 +1136,16 @@ impl NewBindingFields<'_> {
             reg_id: r.reg_id,
             source: *self.source,
             user_agent: self.user_agent.clone(),
-        };
-        (binding, r.uri_key)
+        }
     }
+}
+
+/// A hash of a Contact URI key (`None`: a stored Contact that does not parse, which matches
+/// nothing by URI). Equal keys hash alike; a collision only costs a parse to confirm.
+fn key_hash(key: Option<&UriKey>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Caps a User-Agent at [`MAX_USER_AGENT_LEN`] bytes, on a character boundary.

@@ -108,6 +108,23 @@ fn trim_ws(s: &str) -> &str {
     s.get(start..end).unwrap_or("")
 }
 
+/// The first position of the ASCII byte `b` in `s` (a plain loop: the strings searched here are
+/// short, where it beats the general `str::find` machinery).
+fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.as_bytes().iter().position(|&c| c == b)
+}
+
+/// The first position of any of the ASCII bytes in `set`.
+fn find_any(s: &str, set: &[u8]) -> Option<usize> {
+    s.as_bytes().iter().position(|c| set.contains(c))
+}
+
+/// `s` split at the first ASCII byte `b` (which belongs to neither part).
+fn split_at_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = find_byte(s, b)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 /// Every `%` is followed by two hex digits (RFC 3261 §25.1 `escaped`).
 fn escapes_valid(s: &str) -> bool {
     let b = s.as_bytes();
@@ -217,7 +234,7 @@ impl<'a> Cursor<'a> {
 /// scheme kept verbatim (the application answers 416 for those where it must, RFC 3261 §8.2.2.1).
 pub(crate) fn uri(s: &str) -> Result<Uri, ParseError> {
     let bad = || ParseError::new("Malformed URI");
-    let colon = s.find(':').ok_or_else(bad)?;
+    let colon = find_byte(s, b':').ok_or_else(bad)?;
     let scheme = s.get(..colon).ok_or_else(bad)?;
     let rest = s.get(colon + 1..).ok_or_else(bad)?;
     // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
@@ -253,14 +270,14 @@ fn sip_uri(rest: &str, secure: bool) -> Result<SipUri, ParseError> {
     let bad = |what: &str| ParseError::new(format!("Malformed SIP URI {what}"));
     // userinfo cannot hold an unescaped "@" (RFC 3261 §25.1), so the first one ends it, even
     // when the user part holds "?", ";" or "," (RFC 4475 §3.1.1.2, §3.1.1.9).
-    let (userinfo, hostport) = match rest.find('@') {
+    let (userinfo, hostport) = match find_byte(rest, b'@') {
         Some(at) => (rest.get(..at), rest.get(at + 1..).unwrap_or("")),
         None => (None, rest),
     };
     let (user, password) = match userinfo {
         None => (None, None),
         Some(ui) => {
-            let (user, password) = match ui.find(':') {
+            let (user, password) = match find_byte(ui, b':') {
                 Some(c) => (ui.get(..c).unwrap_or(""), ui.get(c + 1..)),
                 None => (ui, None),
             };
@@ -285,7 +302,7 @@ fn sip_uri(rest: &str, secure: bool) -> Result<SipUri, ParseError> {
     let mut params = Params::default();
     while c.eat(b';') {
         let p = c.take_while(|b| b != b';' && b != b'?');
-        let (name, value) = match p.find('=') {
+        let (name, value) = match find_byte(p, b'=') {
             Some(eq) => (p.get(..eq).unwrap_or(""), p.get(eq + 1..)),
             None => (p, None),
         };
@@ -376,17 +393,20 @@ fn host(c: &mut Cursor<'_>) -> Result<Host, ParseError> {
     }
     // hostname = *( domainlabel "." ) toplabel [ "." ]; toplabel starts with ALPHA, which
     // keeps "sip:2001:db8::10" (RFC 5118 §4.4) and bad dotted quads out.
-    let trimmed = name.strip_suffix('.').unwrap_or(name);
-    let labels_ok = !trimmed.is_empty()
-        && trimmed.split('.').all(|l| {
-            l.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-                && l.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    let trimmed = name.strip_suffix('.').unwrap_or(name).as_bytes();
+    // Every label starts and ends with an alphanumeric: no empty label, no '-' next to a '.'
+    // or at either end (the class admits only alphanumerics, '-' and '.').
+    let labels_ok = trimmed.first().is_some_and(u8::is_ascii_alphanumeric)
+        && trimmed.last().is_some_and(u8::is_ascii_alphanumeric)
+        && trimmed.windows(2).all(|w| {
+            !(w[0] == b'.' && !w[1].is_ascii_alphanumeric())
+                && !(w[1] == b'.' && !w[0].is_ascii_alphanumeric())
         });
-    let top_ok = trimmed
-        .rsplit('.')
-        .next()
-        .and_then(|l| l.bytes().next())
-        .is_some_and(|b| b.is_ascii_alphabetic());
+    let top_start = trimmed
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(0, |i| i + 1);
+    let top_ok = trimmed.get(top_start).is_some_and(u8::is_ascii_alphabetic);
     if !labels_ok || !top_ok {
         return Err(bad());
     }
@@ -405,7 +425,7 @@ fn port(c: &mut Cursor<'_>) -> Result<u16, ParseError> {
 
 /// Decodes %-escapes; invalid UTF-8 after decoding is replaced, bad escapes are kept as is.
 pub(crate) fn unescape(s: &str) -> String {
-    if !s.contains('%') {
+    if find_byte(s, b'%').is_none() {
         return s.to_owned();
     }
     let b = s.as_bytes();
@@ -644,8 +664,8 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
     } else {
         // A display name of tokens cannot hold ";", so a "<" before the first ";" starts the
         // name-addr; without one this is an addr-spec.
-        let head = s.split(';').next().unwrap_or("");
-        match head.find('<') {
+        let head = s.get(..find_byte(s, b';').unwrap_or(s.len())).unwrap_or("");
+        match find_byte(head, b'<') {
             Some(lt) => {
                 let name = trim_ws(head.get(..lt).unwrap_or(""));
                 // RFC 4475 §3.1.2.15: an unquoted display name is tokens and LWS only. UTF-8
@@ -660,9 +680,9 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
             None => {
                 // RFC 3261 §20.10: a URI holding ",", "?" or ";" must be in <>; the first ";"
                 // or LWS ends the addr-spec (RFC 4475 §3.1.2.13).
-                let end = s.find([';', ' ', '\t']).unwrap_or(s.len());
+                let end = find_any(s, b"; \t").unwrap_or(s.len());
                 let spec = s.get(..end).unwrap_or("");
-                if spec.contains([',', '?']) {
+                if find_any(spec, b",?").is_some() {
                     return Err(ParseError::new(
                         "URI with ',' or '?' must be enclosed in <>",
                     ));
@@ -770,8 +790,18 @@ fn split_head(bytes: &[u8]) -> Option<(usize, usize, usize)> {
 
 /// Lines of the header section without their CRLF (or bare LF).
 fn lines(head: &str) -> impl Iterator<Item = &str> {
-    head.split_terminator('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+    let mut rest = head;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (line, next) = match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => (rest.get(..i)?, rest.get(i + 1..)?),
+            None => (rest, ""),
+        };
+        rest = next;
+        Some(line.strip_suffix('\r').unwrap_or(line))
+    })
 }
 
 /// Unfolds header lines (RFC 3261 §7.3.1: a line starting with SP/HT continues the previous
@@ -783,7 +813,7 @@ fn header_lines<'a>(
     let mut out: Vec<Header> = Vec::with_capacity(16);
     for line in lines {
         // A CR is only allowed as part of a line end (RFC 3261 §7.3.1).
-        if line.contains('\r') {
+        if find_byte(line, b'\r').is_some() {
             if strict {
                 return Err(ParseError::new("Malformed header line"));
             }
@@ -804,7 +834,7 @@ fn header_lines<'a>(
             }
             continue;
         }
-        let parsed = line.split_once(':').and_then(|(name, value)| {
+        let parsed = split_at_byte(line, b':').and_then(|(name, value)| {
             let name = name.trim_end_matches([' ', '\t']);
             (!name.is_empty() && all(name, is_token)).then(|| Header {
                 name: header_name(name),
@@ -876,13 +906,13 @@ fn start_line(line: &str) -> Result<StartLine, ParseError> {
     }
     // Request-Line = Method SP Request-URI SP SIP-Version CRLF, single SPs (RFC 4475 §3.1.2.8-10)
     let bad = || ParseError::new("Malformed Request-Line");
-    let (method, rest) = line.split_once(' ').ok_or_else(bad)?;
+    let (method, rest) = split_at_byte(line, b' ').ok_or_else(bad)?;
     let (target, version) = rest.rsplit_once(' ').ok_or_else(bad)?;
     if method.is_empty() || !all(method, is_token) {
         return Err(bad());
     }
     check_version(version)?;
-    if target.is_empty() || target.contains([' ', '\t']) {
+    if target.is_empty() || find_any(target, b" \t").is_some() {
         return Err(bad());
     }
     let uri = uri(target).map_err(|e| ParseError::new(format!("Bad Request-URI: {e}")))?;
@@ -928,7 +958,7 @@ fn validate(headers: &Headers, method: Option<&Method>) -> Result<(), ParseError
     }
     let call_id = value_at(headers, single(headers, &HeaderName::CallId, "Call-ID")?)
         .ok_or_else(|| ParseError::new("Missing Call-ID"))?;
-    if call_id.is_empty() || call_id.contains([' ', '\t']) {
+    if call_id.is_empty() || find_any(call_id, b" \t").is_some() {
         return Err(ParseError::new("Malformed Call-ID"));
     }
     let cseq_value = value_at(headers, single(headers, &HeaderName::CSeq, "CSeq")?)

@@ -93,7 +93,7 @@ pub(crate) fn gr_of_instance(instance: &str) -> &str {
 /// RFC 3261 §19.1.4 (scheme, decoded user, host — already lower-cased by the parser — port,
 /// and the `transport`, `maddr` and `user` parameters, lower-cased). Other URI parameters
 /// (e.g. push-notification parameters that change between registrations) do not matter.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct UriKey {
     secure: bool,
     user: Option<String>,
