@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::pool::{self, PortPair, PortPool};
 use crate::relay::{LatchConfig, Leg, RemoteMedia, SessionStats};
@@ -29,7 +30,16 @@ pub struct MediaConfig {
     /// Commands that may wait for each worker before callers block.
     pub command_queue: usize,
     pub latch: LatchConfig,
+    /// Under load, a worker that has just relayed at least [`COALESCE_MIN_PACKETS`] datagrams
+    /// pauses this long before polling again, so that the next turn finds many datagrams
+    /// queued instead of waking for a few (a wake-up costs more than a datagram on a virtual
+    /// machine). Adds at most this much latency, and only under load; zero turns it off.
+    /// Default 200 µs: 1 % of a 20 ms packet interval.
+    pub coalesce: Duration,
 }
+
+/// See [`MediaConfig::coalesce`].
+pub const COALESCE_MIN_PACKETS: usize = 16;
 
 impl Default for MediaConfig {
     fn default() -> Self {
@@ -42,6 +52,7 @@ impl Default for MediaConfig {
             workers: 0,
             command_queue: 1024,
             latch: LatchConfig::default(),
+            coalesce: Duration::from_micros(200),
         }
     }
 }
@@ -140,6 +151,7 @@ impl MediaEngine {
                 Arc::clone(&wake),
                 Arc::clone(&sessions),
                 config.latch.clone(),
+                config.coalesce,
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("confab-media-{i}"))

@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::Args;
 use confab_media::{MediaConfig, MediaEngine};
 
-const USAGE: &str = "relay-bench-server --sessions N [--port-min 40000] [--port-max 59999] [--workers 1] [--lifetime 600]";
+const USAGE: &str = "relay-bench-server --sessions N [--port-min 40000] [--port-max 59999] [--workers 1] [--coalesce-us 200] [--lifetime 600]";
 
 fn main() {
     let args = Args::parse(USAGE);
@@ -29,6 +29,10 @@ fn main() {
         port_min: args.get("port-min", 40000),
         port_max: args.get("port-max", 59999),
         workers: args.get("workers", 1),
+        coalesce: match args.str("coalesce-us") {
+            Some(_) => Duration::from_micros(args.get("coalesce-us", 0)),
+            None => MediaConfig::default().coalesce,
+        },
         ..MediaConfig::default()
     };
     let engine = match MediaEngine::start(config) {
