@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use confab_core::call::{
     Leg, LegMediaStats, MediaAllocation, MediaError, MediaId, MediaRelay, MediaStats,
 };
-use confab_media::{LegStats, MediaEngine, MediaSession, RemoteMedia, SessionStats};
+use confab_media::{
+    LegStats, MediaEngine, MediaSession, PendingRelease, RemoteMedia, SessionStats,
+};
 use parking_lot::Mutex;
 use tracing::debug;
 
@@ -21,6 +23,8 @@ pub(crate) struct RelayAdapter {
     advertise: IpAddr,
     next_id: AtomicU64,
     calls: Mutex<HashMap<MediaId, Vec<MediaSession>>>,
+    /// Calls released with `release_later`, until the core collects their statistics.
+    releasing: Mutex<HashMap<MediaId, Vec<PendingRelease>>>,
 }
 
 impl RelayAdapter {
@@ -30,6 +34,7 @@ impl RelayAdapter {
             advertise,
             next_id: AtomicU64::new(1),
             calls: Mutex::new(HashMap::new()),
+            releasing: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -60,10 +65,13 @@ fn summarize<'a>(streams: impl Iterator<Item = &'a SessionStats>) -> MediaStats 
 
 impl MediaRelay for RelayAdapter {
     fn allocate(&self, streams: usize) -> Result<MediaAllocation, MediaError> {
-        let sessions = self.engine.allocate_streams(streams).map_err(|e| match e {
-            confab_media::Error::NoFreePorts { .. } => MediaError::Exhausted,
-            other => MediaError::Unavailable(other.to_string()),
-        })?;
+        let sessions = self
+            .engine
+            .allocate_streams_deferred(streams)
+            .map_err(|e| match e {
+                confab_media::Error::NoFreePorts { .. } => MediaError::Exhausted,
+                other => MediaError::Unavailable(other.to_string()),
+            })?;
         let id = MediaId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let allocation = MediaAllocation {
             id,
@@ -93,7 +101,7 @@ impl MediaRelay for RelayAdapter {
         if let Some(rtcp) = rtcp {
             remote = remote.with_rtcp(rtcp);
         }
-        if let Err(error) = session.set_remote(media_leg(leg), remote) {
+        if let Err(error) = session.set_remote_deferred(media_leg(leg), remote) {
             debug!(%id, %error, "relay refused a remote address");
         }
     }
@@ -102,6 +110,28 @@ impl MediaRelay for RelayAdapter {
         let calls = self.calls.lock();
         let sessions = calls.get(&id)?;
         let stats: Vec<SessionStats> = sessions.iter().filter_map(|s| s.stats().ok()).collect();
+        Some(summarize(stats.iter()))
+    }
+
+    fn flush(&self) {
+        self.engine.flush();
+    }
+
+    fn release_later(&self, id: MediaId) -> bool {
+        let Some(sessions) = self.calls.lock().remove(&id) else {
+            return false;
+        };
+        let pending: Vec<PendingRelease> = sessions
+            .into_iter()
+            .filter_map(|s| s.release_deferred().ok())
+            .collect();
+        self.releasing.lock().insert(id, pending);
+        true
+    }
+
+    fn finish_release(&self, id: MediaId) -> Option<MediaStats> {
+        let pending = self.releasing.lock().remove(&id)?;
+        let stats: Vec<SessionStats> = pending.into_iter().filter_map(|p| p.wait().ok()).collect();
         Some(summarize(stats.iter()))
     }
 

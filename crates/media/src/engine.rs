@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -87,6 +87,10 @@ pub struct MediaEngine {
 struct WorkerHandle {
     commands: SyncSender<Command>,
     wake: Arc<EventFd>,
+    /// True while the worker has a wake-up coming (see [`MediaEngine::post`]).
+    pending: Arc<AtomicBool>,
+    /// True when commands were queued without a wake-up ([`MediaEngine::flush`] owes one).
+    deferred: AtomicBool,
     sessions: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
 }
@@ -146,9 +150,11 @@ impl MediaEngine {
             let (commands, receiver) = mpsc::sync_channel(config.command_queue.max(1));
             let wake = Arc::new(EventFd::new()?);
             let sessions = Arc::new(AtomicUsize::new(0));
+            let pending = Arc::new(AtomicBool::new(false));
             let worker = Worker::new(
                 receiver,
                 Arc::clone(&wake),
+                Arc::clone(&pending),
                 Arc::clone(&sessions),
                 config.latch.clone(),
                 config.coalesce,
@@ -159,6 +165,8 @@ impl MediaEngine {
             workers.push(WorkerHandle {
                 commands,
                 wake,
+                pending,
+                deferred: AtomicBool::new(false),
                 sessions,
                 thread: Some(thread),
             });
@@ -177,9 +185,22 @@ impl MediaEngine {
         &self.inner.config
     }
 
-    /// Binds two RTP/RTCP port pairs (leg A faces the caller, leg B the callee) and hands them
-    /// to the least busy worker. The returned guard releases the session when dropped.
+    /// Binds two RTP/RTCP port pairs (leg A faces the caller, leg B the callee) on the calling
+    /// thread and hands them to the least busy worker without waiting for it: datagrams that
+    /// arrive before the worker polls the sockets wait in their receive buffers. The returned
+    /// guard releases the session when dropped.
     pub fn allocate(&self) -> Result<MediaSession, Error> {
+        self.allocate_with(true)
+    }
+
+    /// [`allocate`](Self::allocate) without waking the worker: the session is polled after the
+    /// next [`flush`](Self::flush) (or any other command to the same worker). For a caller
+    /// that makes several changes in a row and then flushes once.
+    pub fn allocate_deferred(&self) -> Result<MediaSession, Error> {
+        self.allocate_with(false)
+    }
+
+    fn allocate_with(&self, wake: bool) -> Result<MediaSession, Error> {
         let a = pool::bind_pair(&self.inner.pool, self.inner.config.bind_ip)?;
         let b = pool::bind_pair(&self.inner.pool, self.inner.config.bind_ip)?;
         let (a_port, b_port) = (a.rtp_port(), b.rtp_port());
@@ -193,7 +214,17 @@ impl MediaEngine {
         let serial = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id = SessionId((serial << 8) | worker as u64);
         let legs: Box<[PortPair; 2]> = Box::new([a, b]);
-        self.request(id, |reply| Command::Add { id, legs, reply })??;
+        // Counted here (the worker uncounts a session it fails to poll), so that the count and
+        // the choice of the least busy worker do not lag behind the queue.
+        self.inner.workers[worker]
+            .sessions
+            .fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.post(id, Command::Add { id, legs }, wake) {
+            self.inner.workers[worker]
+                .sessions
+                .fetch_sub(1, Ordering::Relaxed);
+            return Err(e);
+        }
         let ip = self.inner.config.advertise_ip;
         Ok(MediaSession {
             engine: self.clone(),
@@ -210,16 +241,74 @@ impl MediaEngine {
         (0..streams).map(|_| self.allocate()).collect()
     }
 
+    /// [`allocate_streams`](Self::allocate_streams) without waking the workers; see
+    /// [`allocate_deferred`](Self::allocate_deferred).
+    pub fn allocate_streams_deferred(&self, streams: usize) -> Result<Vec<MediaSession>, Error> {
+        (0..streams).map(|_| self.allocate_deferred()).collect()
+    }
+
     /// Takes a leg's SDP address (and payload types). Latching may later override the address.
     pub fn set_remote(&self, id: SessionId, leg: Leg, remote: RemoteMedia) -> Result<(), Error> {
         self.request(id, |reply| Command::SetRemote {
             id,
             leg,
             remote,
-            reply,
+            reply: Some(reply),
         })?
         .then_some(())
         .ok_or(Error::UnknownSession(id))
+    }
+
+    /// [`set_remote`](Self::set_remote) without waiting for the worker: it applies before any
+    /// later command for the session, and an unknown session is ignored. Fails only when the
+    /// engine has stopped.
+    pub fn set_remote_nowait(
+        &self,
+        id: SessionId,
+        leg: Leg,
+        remote: RemoteMedia,
+    ) -> Result<(), Error> {
+        self.post_set_remote(id, leg, remote, true)
+    }
+
+    /// [`set_remote_nowait`](Self::set_remote_nowait) without waking the worker: it applies
+    /// after the next [`flush`](Self::flush) (or any other command to the same worker).
+    pub fn set_remote_deferred(
+        &self,
+        id: SessionId,
+        leg: Leg,
+        remote: RemoteMedia,
+    ) -> Result<(), Error> {
+        self.post_set_remote(id, leg, remote, false)
+    }
+
+    fn post_set_remote(
+        &self,
+        id: SessionId,
+        leg: Leg,
+        remote: RemoteMedia,
+        wake: bool,
+    ) -> Result<(), Error> {
+        let command = Command::SetRemote {
+            id,
+            leg,
+            remote,
+            reply: None,
+        };
+        self.post(id, command, wake)
+    }
+
+    /// Wakes every worker that has deferred commands queued (one eventfd write each at most,
+    /// none if a wake-up is already coming).
+    pub fn flush(&self) {
+        for w in &self.inner.workers {
+            if w.deferred.load(Ordering::SeqCst)
+                && w.deferred.swap(false, Ordering::SeqCst)
+                && !w.pending.swap(true, Ordering::SeqCst)
+            {
+                w.wake.wake();
+            }
+        }
     }
 
     /// A snapshot of the session's statistics; `last_packet_at` per leg tells dead media.
@@ -233,6 +322,19 @@ impl MediaEngine {
     pub fn release(&self, id: SessionId) -> Result<SessionStats, Error> {
         self.request(id, |reply| Command::Release { id, reply })?
             .ok_or(Error::UnknownSession(id))
+    }
+
+    /// Ends the session without waiting: its sockets are closed and its ports freed once the
+    /// worker gets to it, after the next [`flush`](Self::flush) (or any other wake-up of that
+    /// worker); the final statistics come from [`PendingRelease::wait`].
+    pub fn release_deferred(&self, id: SessionId) -> Result<PendingRelease, Error> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.post(id, Command::Release { id, reply }, false)?;
+        Ok(PendingRelease {
+            engine: self.clone(),
+            id,
+            answer,
+        })
     }
 
     /// Ports (RTP and RTCP) currently bound by sessions.
@@ -249,23 +351,75 @@ impl MediaEngine {
             .sum()
     }
 
-    fn request<T>(
-        &self,
-        id: SessionId,
-        command: impl FnOnce(SyncSender<T>) -> Command,
-    ) -> Result<T, Error> {
+    /// Writes the eventfd of the session's worker even if a wake-up is already coming.
+    fn kick(&self, id: SessionId) {
+        if let Some(w) = self.inner.workers.get(id.worker()) {
+            w.pending.store(true, Ordering::SeqCst);
+            w.wake.wake();
+        }
+    }
+
+    /// Queues a command for the session's worker. The eventfd is written only by the sender
+    /// that finds no wake-up already coming: commands queued before the worker drains its
+    /// queue share one wake-up.
+    ///
+    /// With `wake` false the command waits for the next [`flush`](Self::flush) or for any
+    /// wake-up of the same worker.
+    fn post(&self, id: SessionId, command: Command, wake: bool) -> Result<(), Error> {
         let worker = self
             .inner
             .workers
             .get(id.worker())
             .ok_or(Error::UnknownSession(id))?;
+        worker.commands.send(command).map_err(|_| Error::Stopped)?;
+        if !wake {
+            worker.deferred.store(true, Ordering::SeqCst);
+        } else if !worker.pending.swap(true, Ordering::SeqCst) {
+            worker.wake.wake();
+        }
+        Ok(())
+    }
+
+    fn request<T>(
+        &self,
+        id: SessionId,
+        command: impl FnOnce(SyncSender<T>) -> Command,
+    ) -> Result<T, Error> {
         let (reply, answer) = mpsc::sync_channel(1);
-        worker
+        self.inner
+            .workers
+            .get(id.worker())
+            .ok_or(Error::UnknownSession(id))?
             .commands
             .send(command(reply))
             .map_err(|_| Error::Stopped)?;
-        worker.wake.wake();
+        // A waiting caller does not wait out a worker's linger (see `Worker::handle_commands`).
+        self.kick(id);
         answer.recv().map_err(|_| Error::Stopped)
+    }
+}
+
+/// A release under way; see [`MediaEngine::release_deferred`].
+#[derive(Debug)]
+pub struct PendingRelease {
+    engine: MediaEngine,
+    id: SessionId,
+    answer: mpsc::Receiver<Option<SessionStats>>,
+}
+
+impl PendingRelease {
+    /// The final statistics, waiting for the worker if it has not released the session yet
+    /// (waking it if the release is still deferred).
+    pub fn wait(self) -> Result<SessionStats, Error> {
+        let answer = match self.answer.try_recv() {
+            Ok(answer) => answer,
+            Err(mpsc::TryRecvError::Disconnected) => return Err(Error::Stopped),
+            Err(mpsc::TryRecvError::Empty) => {
+                self.engine.kick(self.id);
+                self.answer.recv().map_err(|_| Error::Stopped)?
+            }
+        };
+        answer.ok_or(Error::UnknownSession(self.id))
     }
 }
 
@@ -316,6 +470,16 @@ impl MediaSession {
         self.engine.set_remote(self.id, leg, remote)
     }
 
+    /// See [`MediaEngine::set_remote_nowait`].
+    pub fn set_remote_nowait(&self, leg: Leg, remote: RemoteMedia) -> Result<(), Error> {
+        self.engine.set_remote_nowait(self.id, leg, remote)
+    }
+
+    /// See [`MediaEngine::set_remote_deferred`].
+    pub fn set_remote_deferred(&self, leg: Leg, remote: RemoteMedia) -> Result<(), Error> {
+        self.engine.set_remote_deferred(self.id, leg, remote)
+    }
+
     pub fn stats(&self) -> Result<SessionStats, Error> {
         self.engine.stats(self.id)
     }
@@ -324,6 +488,12 @@ impl MediaSession {
     pub fn release(mut self) -> Result<SessionStats, Error> {
         self.released = true;
         self.engine.release(self.id)
+    }
+
+    /// See [`MediaEngine::release_deferred`].
+    pub fn release_deferred(mut self) -> Result<PendingRelease, Error> {
+        self.released = true;
+        self.engine.release_deferred(self.id)
     }
 }
 

@@ -29,7 +29,9 @@ mod stats;
 mod sys;
 mod worker;
 
-pub use engine::{MediaConfig, MediaEngine, MediaSession, SessionId, COALESCE_MIN_PACKETS};
+pub use engine::{
+    MediaConfig, MediaEngine, MediaSession, PendingRelease, SessionId, COALESCE_MIN_PACKETS,
+};
 pub use error::Error;
 pub use relay::{
     Channel, Counter, DropCounters, DropReason, LatchConfig, Leg, LegStats, PayloadKind,

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,18 +27,19 @@ use crate::relay::{
 use crate::sys::{self, Epoll, EventFd, RawAddr, RecvBatch, SendBatch};
 use crate::{SessionId, COALESCE_MIN_PACKETS};
 
-/// Requests from the control API. Each carries its own reply channel (capacity 1).
+/// Requests from the control API. Those that answer carry their own reply channel
+/// (capacity 1); `Add` and a `SetRemote` without a reply are fire-and-forget, so the caller's
+/// thread does not wait for the worker (a round trip costs two context switches).
 pub(crate) enum Command {
     Add {
         id: SessionId,
         legs: Box<[PortPair; 2]>,
-        reply: SyncSender<io::Result<()>>,
     },
     SetRemote {
         id: SessionId,
         leg: Leg,
         remote: RemoteMedia,
-        reply: SyncSender<bool>,
+        reply: Option<SyncSender<bool>>,
     },
     Stats {
         id: SessionId,
@@ -55,6 +56,10 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// Commands handled per wake-up before the loop turns back to packets.
 const COMMANDS_PER_TURN: usize = 256;
 const GEN_MASK: u32 = (1 << 30) - 1;
+/// How long a worker keeps collecting commands without eventfd wake-ups after a turn that
+/// found some (see [`Worker::handle_commands`]). Bounds the delay of a fire-and-forget command
+/// under load (a new session's first packets wait that long in its socket buffer at most).
+const COMMAND_LINGER: Duration = Duration::from_millis(5);
 
 fn token(slot: u32, generation: u32, leg: Leg, channel: Channel) -> u64 {
     (u64::from(slot) << 32)
@@ -106,11 +111,16 @@ pub(crate) struct Worker {
     epoll: Epoll,
     commands: Receiver<Command>,
     wake: Arc<EventFd>,
+    /// Set by a sender that has written (or need not write) the eventfd; cleared here before
+    /// the queue is drained, so a command queued meanwhile is seen without another wake-up.
+    pending: Arc<AtomicBool>,
     session_count: Arc<AtomicUsize>,
     latch: LatchConfig,
     coalesce: Duration,
     /// Datagrams read in the current turn.
     turn_packets: usize,
+    /// While set, `pending` stays set and the worker polls the command queue at this time.
+    linger_until: Option<Instant>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     by_id: HashMap<SessionId, u32>,
@@ -126,6 +136,7 @@ impl Worker {
     pub(crate) fn new(
         commands: Receiver<Command>,
         wake: Arc<EventFd>,
+        pending: Arc<AtomicBool>,
         session_count: Arc<AtomicUsize>,
         latch: LatchConfig,
         coalesce: Duration,
@@ -136,10 +147,12 @@ impl Worker {
             epoll,
             commands,
             wake,
+            pending,
             session_count,
             latch,
             coalesce,
             turn_packets: 0,
+            linger_until: None,
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_id: HashMap::new(),
@@ -154,7 +167,15 @@ impl Worker {
     /// worker closes every socket it still owns and returns the ports to the pool.
     pub(crate) fn run(mut self) {
         loop {
-            let timeout = if self.again.is_empty() { -1 } else { 0 };
+            let timeout = if !self.again.is_empty() {
+                0
+            } else if let Some(at) = self.linger_until {
+                // Rounded up: waking a little late only delays commands, never spins.
+                let left = at.saturating_duration_since(Instant::now());
+                left.as_micros().div_ceil(1000).min(1000) as i32
+            } else {
+                -1
+            };
             // Last turn's leftovers are served after this turn's ready sockets.
             std::mem::swap(&mut self.again, &mut self.again_next);
             let ready = match self.epoll.wait(timeout) {
@@ -164,11 +185,11 @@ impl Worker {
                     return;
                 }
             };
-            let mut stop = false;
+            let mut woken = false;
             for i in 0..ready {
                 let t = self.epoll.token(i);
                 if t == WAKE_TOKEN {
-                    stop |= self.handle_commands();
+                    woken = true;
                 } else {
                     self.handle_readable(t);
                 }
@@ -179,8 +200,10 @@ impl Worker {
                 self.handle_readable(t);
             }
             self.again_next.clear();
-            if stop {
-                return;
+            if woken || self.linger_until.is_some_and(|at| Instant::now() >= at) {
+                if self.handle_commands() {
+                    return;
+                }
             }
             if !self.coalesce.is_zero() && self.turn_packets >= COALESCE_MIN_PACKETS {
                 std::thread::sleep(self.coalesce);
@@ -250,17 +273,57 @@ impl Worker {
     }
 
     /// Handles queued commands; true on `Shutdown` or when the engine is gone.
+    ///
+    /// After a turn that found commands the worker lingers for [`COMMAND_LINGER`] with
+    /// `pending` still set, so that senders skip the eventfd and what they queue meanwhile is
+    /// picked up in one go when the linger ends: under a steady flow of calls a worker wakes
+    /// about once per linger for commands instead of once per command. Requests that wait for
+    /// an answer write the eventfd anyway.
     fn handle_commands(&mut self) -> bool {
         self.wake.drain();
-        for _ in 0..COMMANDS_PER_TURN {
+        let (found, stop) = self.drain_commands();
+        if stop {
+            return true;
+        }
+        if found == 0 {
+            // Idle: the next sender wakes us. A command queued just before the store saw
+            // `pending` set and did not write the eventfd: look once more.
+            self.pending.store(false, Ordering::SeqCst);
+            let (found, stop) = self.drain_commands();
+            if stop {
+                return true;
+            }
+            if found == 0 {
+                self.linger_until = None;
+                return false;
+            }
+            self.pending.store(true, Ordering::SeqCst);
+        }
+        let now = Instant::now();
+        self.linger_until = Some(if found >= COMMANDS_PER_TURN {
+            now // more may be queued: come back after the next round of packets
+        } else {
+            now + COMMAND_LINGER
+        });
+        false
+    }
+
+    /// Up to [`COMMANDS_PER_TURN`] queued commands: how many, and whether to stop.
+    fn drain_commands(&mut self) -> (usize, bool) {
+        for n in 0..COMMANDS_PER_TURN {
             let command = match self.commands.try_recv() {
                 Ok(c) => c,
-                Err(TryRecvError::Empty) => return false,
-                Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => return (n, false),
+                Err(TryRecvError::Disconnected) => return (n, true),
             };
             match command {
-                Command::Add { id, legs, reply } => {
-                    let _ = reply.send(self.add(id, legs));
+                Command::Add { id, legs } => {
+                    if let Err(error) = self.add(id, legs) {
+                        // The sockets are closed and the ports freed (the legs were dropped);
+                        // later commands for this session find nothing.
+                        tracing::warn!(%error, session = %id, "media worker could not poll a session");
+                        self.session_count.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
                 Command::SetRemote {
                     id,
@@ -272,7 +335,9 @@ impl Worker {
                         .entry_mut(id)
                         .map(|e| e.relay.set_remote(leg, remote))
                         .is_some();
-                    let _ = reply.send(found);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(found);
+                    }
                 }
                 Command::Stats { id, reply } => {
                     let _ = reply.send(self.entry_mut(id).map(|e| e.relay.stats()));
@@ -280,12 +345,10 @@ impl Worker {
                 Command::Release { id, reply } => {
                     let _ = reply.send(self.remove(id));
                 }
-                Command::Shutdown => return true,
+                Command::Shutdown => return (n + 1, true),
             }
         }
-        // More may be queued: come back after the next round of packets.
-        self.wake.wake();
-        false
+        (COMMANDS_PER_TURN, false)
     }
 
     fn entry_mut(&mut self, id: SessionId) -> Option<&mut Entry> {
@@ -327,7 +390,6 @@ impl Worker {
         }
         self.slots[slot as usize].entry = Some(entry);
         self.by_id.insert(id, slot);
-        self.session_count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -337,12 +399,9 @@ impl Worker {
         let entry = s.entry.take()?;
         // Stale tokens of this slot (later in this epoll batch) no longer match.
         s.generation = s.generation.wrapping_add(1);
-        for leg in [Leg::A, Leg::B] {
-            for channel in [Channel::Rtp, Channel::Rtcp] {
-                let _ = self.epoll.delete(entry.fd(leg, channel));
-            }
-        }
         let stats = entry.relay.stats();
+        // Closing a socket removes it from the epoll set (no descriptor is ever duplicated),
+        // so no EPOLL_CTL_DEL: four system calls fewer per session.
         drop(entry); // closes the sockets, then returns the ports
         self.free_slots.push(slot);
         self.session_count.fetch_sub(1, Ordering::Relaxed);

@@ -359,3 +359,25 @@ fn the_last_handle_gone_stops_the_workers_and_frees_the_ports() {
         UdpSocket::bind(("127.0.0.1", port)).unwrap();
     }
 }
+
+#[test]
+fn deferred_commands_apply_after_a_flush_and_a_deferred_release_frees_the_ports() {
+    let engine = engine(23300, 23319, 1);
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let session = engine.allocate_deferred().unwrap();
+    session
+        .set_remote_deferred(Leg::B, RemoteMedia::new(b.local_addr().unwrap()))
+        .unwrap();
+    engine.flush();
+    assert_eq!(engine.session_count(), 1);
+    a.send_to(&rtp(0, 1, 0xa, 1), session.local(Leg::A))
+        .unwrap();
+    assert_eq!(recv(&b).0, rtp(0, 1, 0xa, 1));
+    let pending = session.release_deferred().unwrap();
+    // Not flushed: waiting wakes the worker itself.
+    let stats = pending.wait().unwrap();
+    assert_eq!(stats.a.forwarded.packets, 1);
+    assert_eq!((engine.allocated_ports(), engine.session_count()), (0, 0));
+}

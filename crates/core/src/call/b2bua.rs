@@ -870,7 +870,15 @@ impl Call {
             env.limiter.stop_ringing(ip);
         }
         if let Some(m) = self.media.take() {
-            self.record.media = env.media.release(m.id);
+            if env.media.release_later(m.id) {
+                // Filled in when this call's last record is drained.
+                self.record.media = None;
+                env.media_pending
+                    .lock()
+                    .insert(self.record.id.clone(), m.id);
+            } else {
+                self.record.media = env.media.release(m.id);
+            }
         }
         for relay in std::mem::take(&mut self.relays) {
             let status = if relay.method == Method::Invite {

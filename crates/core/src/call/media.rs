@@ -121,6 +121,33 @@ pub trait MediaRelay: Send + Sync {
     /// Frees the ports and returns the final statistics. The call core calls it exactly once
     /// per allocation, however the call ends.
     fn release(&self, id: MediaId) -> Option<MediaStats>;
+    /// Like [`release`](Self::release), but without waiting for the final statistics: the
+    /// ports are freed shortly after (at the latest after the next [`flush`](Self::flush)).
+    /// True when the relay does this; the call core then collects the statistics with
+    /// [`finish_release`](Self::finish_release) when it hands out the call's last record.
+    /// False (the default): the call core calls `release` instead.
+    fn release_later(&self, _id: MediaId) -> bool {
+        false
+    }
+    /// The final statistics of a [`release_later`](Self::release_later); called exactly once
+    /// per such release. May wait briefly for the relay to have finished.
+    fn finish_release(&self, _id: MediaId) -> Option<MediaStats> {
+        None
+    }
+    /// The call core is done with one message or timer turn: a relay that defers the wake-up
+    /// of its workers for `allocate` and `set_remote` delivers what it deferred now, so that
+    /// all the changes of one message cost one wake-up. The call core calls it after every
+    /// entry point that may have touched media.
+    fn flush(&self) {}
+}
+
+/// Calls [`MediaRelay::flush`] when dropped (after any shard lock taken later is released).
+pub(crate) struct FlushOnDrop<'a>(pub(crate) &'a dyn MediaRelay);
+
+impl Drop for FlushOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
 }
 
 /// One remote address as the fake relay recorded it.

@@ -154,6 +154,8 @@ pub(crate) struct Env<'a> {
     pub(crate) limiter: &'a FloodLimiter,
     pub(crate) out: &'a mut Vec<CallOutput>,
     pub(crate) records: &'a mut Vec<CallRecord>,
+    /// Ended calls whose relay statistics come with [`MediaRelay::finish_release`], by record id.
+    pub(crate) media_pending: &'a Mutex<HashMap<String, MediaId>>,
 }
 
 /// A deadline in a shard's heap; stale when the call's deadline moved (checked when popped).
@@ -230,6 +232,8 @@ pub(crate) struct CallManager {
     live: AtomicUsize,
     ids: IdSource,
     records: Mutex<VecDeque<CallRecord>>,
+    /// See [`Env::media_pending`]; filled in when the ended record is drained.
+    media_pending: Mutex<HashMap<String, MediaId>>,
     limiter: FloodLimiter,
     clock: WallClock,
     next_sweep: Mutex<Option<Instant>>,
@@ -276,6 +280,7 @@ impl CallManager {
             live: AtomicUsize::new(0),
             ids: IdSource::new(config.rng_seed),
             records: Mutex::new(VecDeque::new()),
+            media_pending: Mutex::new(HashMap::new()),
             limiter: FloodLimiter::new(
                 c.invites_per_second_per_source,
                 c.invite_burst_per_source,
@@ -332,7 +337,9 @@ impl CallManager {
         let mut q = self.records.lock();
         for r in records {
             if q.len() >= MAX_QUEUED_RECORDS {
-                q.pop_front();
+                if let Some(old) = q.pop_front() {
+                    self.complete_media(old);
+                }
                 warn!("call record queue full; oldest record dropped");
             }
             q.push_back(r);
@@ -341,7 +348,27 @@ impl CallManager {
 
     /// Moves the queued call records into `out`, oldest first.
     pub(crate) fn drain_records(&self, out: &mut Vec<CallRecord>) {
-        out.extend(self.records.lock().drain(..));
+        let drained: Vec<CallRecord> = self.records.lock().drain(..).collect();
+        out.extend(drained.into_iter().map(|r| self.complete_media(r)));
+    }
+
+    /// Fills in the relay statistics of an ended call's record released with
+    /// [`MediaRelay::release_later`].
+    fn complete_media(&self, mut record: CallRecord) -> CallRecord {
+        if record.state == CallState::Ended {
+            let pending = {
+                let mut p = self.media_pending.lock();
+                if p.is_empty() {
+                    None
+                } else {
+                    p.remove(&record.id)
+                }
+            };
+            if let Some(id) = pending {
+                record.media = self.media.finish_release(id);
+            }
+        }
+        record
     }
 
     /// Calls ringing or active.
@@ -407,6 +434,7 @@ impl CallManager {
         registrar: &Registrar,
         out: &mut Vec<CallOutput>,
     ) -> Result<(), Response> {
+        let _flush = media::FlushOnDrop(&*self.media);
         let req = inc.invite;
         let tag = inc.local_tag.clone();
         let reply = |status: u16, reason: Option<&str>| {
@@ -546,6 +574,7 @@ impl CallManager {
             limiter: &self.limiter,
             out,
             records,
+            media_pending: &self.media_pending,
         }
     }
 
@@ -590,6 +619,7 @@ impl CallManager {
         f: impl FnOnce(&mut Call, &mut Env<'_>) -> R,
     ) -> Option<R> {
         let key = self.lookup(call_id)?;
+        let _flush = media::FlushOnDrop(&*self.media);
         let mut records = Vec::new();
         let (result, removed) = {
             let mut shard = self.shard(key).lock();
@@ -664,6 +694,7 @@ impl CallManager {
 
     /// Fires the timers of every call due at `now`.
     pub(crate) fn handle_timeout(&self, now: Instant, out: &mut Vec<CallOutput>) {
+        let _flush = media::FlushOnDrop(&*self.media);
         for shard in self.shards.iter() {
             let mut records = Vec::new();
             let mut removed = Vec::new();
