@@ -29,6 +29,13 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::media::RelayAdapter;
 
+/// The process's allocator (see the `tikv-jemallocator` entry of Cargo.toml): under a REGISTER
+/// load it costs less CPU per allocation than glibc's, and memory freed when transactions end
+/// goes back to the OS instead of staying fragmented between long-lived bindings.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// How often the user cache checks the store for changes made by `confab user ...`.
 const DIRECTORY_POLL: Duration = Duration::from_secs(1);
 /// How often location changes are written behind to the store.
@@ -36,6 +43,9 @@ const LOCATION_FLUSH: Duration = Duration::from_secs(1);
 /// Upper bound on how long the timer driver sleeps, so a deadline armed by another thread
 /// (a new transaction) is never late by more than this.
 const TIMER_TICK: Duration = Duration::from_millis(20);
+/// How often memory freed through glibc's `malloc` (SQLite, other C code) is handed back to the
+/// OS; jemalloc returns the Rust side's by itself.
+const MEMORY_TRIM: Duration = Duration::from_secs(30);
 
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) async fn run(config: Config, store: Store) -> anyhow::Result<()> {
@@ -168,6 +178,7 @@ async fn drive_timers(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut outbox = Vec::new();
+    let mut next_trim = Instant::now() + MEMORY_TRIM;
     loop {
         let now = Instant::now();
         let wake = endpoint
@@ -177,8 +188,13 @@ async fn drive_timers(
             _ = tokio::time::sleep_until(wake.into()) => {}
             _ = stop.changed() => return,
         }
-        endpoint.handle_timeout(Instant::now(), &mut outbox);
+        let now = Instant::now();
+        endpoint.handle_timeout(now, &mut outbox);
         send_all(&out, outbox.drain(..));
+        if now >= next_trim {
+            next_trim = now + MEMORY_TRIM;
+            confab_net::release_free_memory();
+        }
     }
 }
 

@@ -143,17 +143,19 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The names and addresses that count as "us" in a Request-URI.
+/// The names and addresses that count as "us" in a Request-URI. A few entries: scanned, not
+/// hashed.
 #[derive(Debug)]
 struct LocalNames {
-    names: HashSet<String>,
-    ips: HashSet<IpAddr>,
+    /// Lower-cased, without a trailing dot.
+    names: Vec<String>,
+    ips: Vec<IpAddr>,
 }
 
 impl LocalNames {
     fn new(config: &CoreConfig) -> Self {
-        let mut names = HashSet::new();
-        let mut ips: HashSet<IpAddr> = config
+        let mut names = Vec::new();
+        let mut ips: Vec<IpAddr> = config
             .local_ips
             .iter()
             .map(|ip| ip.to_canonical())
@@ -162,15 +164,15 @@ impl LocalNames {
             let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
             let bare = name.trim_start_matches('[').trim_end_matches(']');
             match bare.parse::<IpAddr>() {
-                Ok(ip) => {
-                    ips.insert(ip.to_canonical());
-                }
-                Err(_) => {
-                    names.insert(name);
-                }
+                Ok(ip) => ips.push(ip.to_canonical()),
+                Err(_) => names.push(name),
             }
         }
-        names.insert("localhost".to_owned());
+        names.push("localhost".to_owned());
+        names.sort();
+        names.dedup();
+        ips.sort();
+        ips.dedup();
         Self { names, ips }
     }
 
@@ -178,11 +180,7 @@ impl LocalNames {
         match host {
             Host::Domain(d) => {
                 let d = d.trim_end_matches('.');
-                if d.bytes().any(|b| b.is_ascii_uppercase()) {
-                    self.names.contains(&d.to_ascii_lowercase())
-                } else {
-                    self.names.contains(d)
-                }
+                self.names.iter().any(|n| n.eq_ignore_ascii_case(d))
             }
             Host::Ipv4(a) => a.is_loopback() || self.ips.contains(&IpAddr::V4(*a)),
             Host::Ipv6(a) => {
@@ -987,7 +985,18 @@ impl Endpoint {
     fn to_tag(&self, via: &Via, call_id: &str, headers: &Headers) -> String {
         let mut h = DefaultHasher::new();
         self.tag_secret.hash(&mut h);
-        via.branch().unwrap_or("").to_ascii_lowercase().hash(&mut h);
+        let branch = via.branch().unwrap_or("");
+        let mut lower = [0u8; 64];
+        match lower.get_mut(..branch.len()) {
+            // Lower-cased on the stack (branches are short), hashed as the `str` would be.
+            Some(buf) => {
+                buf.copy_from_slice(branch.as_bytes());
+                buf.make_ascii_lowercase();
+                h.write(buf);
+                h.write_u8(0xff);
+            }
+            None => branch.to_ascii_lowercase().hash(&mut h),
+        }
         via.host.hash(&mut h);
         via.port.hash(&mut h);
         call_id.hash(&mut h);
@@ -1003,7 +1012,10 @@ impl Endpoint {
         let a = h.finish();
         self.tag_secret[8..].hash(&mut h);
         let b = h.finish();
-        format!("{:016x}{:08x}", a, b as u32)
+        let mut tag = [0u8; 24];
+        let _ = hex_into(&a.to_be_bytes(), &mut tag[..16]);
+        let _ = hex_into(&(b as u32).to_be_bytes(), &mut tag[16..]);
+        String::from_utf8_lossy(&tag).into_owned()
     }
 
     /// A To tag from raw header text, for requests whose Via does not parse.
@@ -1049,6 +1061,16 @@ fn reply(req: &Request, status: u16, reason: Option<&str>) -> Response {
     Response::for_request(req, status, reason)
 }
 
+/// Lowercase hex of `bytes` into `out` (twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) -> Option<()> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        *out.get_mut(2 * i)? = DIGITS[usize::from(b >> 4)];
+        *out.get_mut(2 * i + 1)? = DIGITS[usize::from(b & 15)];
+    }
+    Some(())
+}
+
 /// Adds `;tag=` to the To header of a non-100 response that lacks one (RFC 3261 §8.2.6.2).
 /// The header text is kept: appending a parameter is valid for both name-addr and addr-spec
 /// forms, where trailing parameters are header parameters.
@@ -1063,7 +1085,11 @@ fn add_to_tag_if_missing(resp: &mut Response, tag: &str) {
         && confab_sip::NameAddr::parse(&line.value)
             .map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
     if !has_tag {
-        line.value = format!("{};tag={}", line.value.trim_end(), tag);
+        let end = line.value.trim_end().len();
+        line.value.truncate(end);
+        line.value.reserve(5 + tag.len());
+        line.value.push_str(";tag=");
+        line.value.push_str(tag);
     }
 }
 

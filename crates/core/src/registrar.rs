@@ -304,13 +304,51 @@ struct Shard {
 struct AorEntry {
     /// Kept without spare capacity (memory per binding is what counts at 100k contacts).
     bindings: Vec<Binding>,
-    /// For each binding (same order): [`key_hash`] of its Contact URI key, so matching a
-    /// REGISTER's Contacts against the AoR's bindings parses no stored URI (only a binding whose
-    /// hash matches is parsed, to confirm).
-    keys: Vec<u64>,
+    /// For each binding, in the same order: what the registrar keeps about it beside it.
+    meta: Vec<Meta>,
     /// The instant of this AoR's live wake-up in the shard heap; never later than its earliest
     /// expiry.
     wake: Option<Instant>,
+}
+
+/// Bookkeeping kept beside each binding (not part of it: nobody outside needs it).
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    /// [`key_hash`] of the Contact URI key, so matching a REGISTER's Contacts against the AoR's
+    /// bindings parses no stored URI (only a binding whose hash matches is parsed, to confirm).
+    key: u64,
+    /// The `expires_unix` of the last [`LocationChange::Upserted`] reported for the binding.
+    reported_unix: u64,
+}
+
+impl Meta {
+    fn reported(key: u64, b: &Binding) -> Self {
+        Self {
+            key,
+            reported_unix: b.expires_unix,
+        }
+    }
+}
+
+/// Whether a refresh of `old` into `new` needs reporting for persistence: anything but the
+/// expiry, Call-ID and CSeq changed, the expiry was shortened, or the reported expiry would fall
+/// short of the real one by more than a tenth of the registration's duration. A device that
+/// refreshes every few seconds is thus written behind a few times an hour, not every time; after
+/// a restart its binding lasts at most 10 % less than it should, and it refreshes before that.
+fn needs_report(old: &Binding, new: &Binding, reported_unix: u64, now: Instant) -> bool {
+    let same_flow = old.contact == new.contact
+        && old.q_milli == new.q_milli
+        && old.instance == new.instance
+        && old.reg_id == new.reg_id
+        && old.user_agent == new.user_agent
+        && old.source.transport == new.source.transport
+        && old.source.peer == new.source.peer
+        && old.source.local == new.source.local
+        && old.source.connection == new.source.connection;
+    let duration = new.expires_at.saturating_duration_since(now).as_secs();
+    !same_flow
+        || new.expires_unix < reported_unix
+        || new.expires_unix - reported_unix > duration / 10
 }
 
 impl Shard {
@@ -340,11 +378,11 @@ impl Shard {
         }
         let mut expired = Vec::new();
         let bindings = std::mem::take(&mut entry.bindings);
-        let keys = std::mem::take(&mut entry.keys);
-        for (b, k) in bindings.into_iter().zip(keys) {
+        let meta = std::mem::take(&mut entry.meta);
+        for (b, m) in bindings.into_iter().zip(meta) {
             if b.expires_at > now {
                 entry.bindings.push(b);
-                entry.keys.push(k);
+                entry.meta.push(m);
             } else {
                 expired.push(b);
             }
@@ -513,9 +551,8 @@ impl Registrar {
         who: &Authenticated,
         is_local_host: &dyn Fn(&Host) -> bool,
     ) -> Response {
-        let to = match req.to_header() {
-            Ok(to) => to,
-            Err(_) => return Reject::new(400, "Bad To header").into_response(req),
+        let Ok(to) = req.to_header() else {
+            return Reject::new(400, "Bad To header").into_response(req);
         };
         self.handle_register_to(now, unix_now, req, &to, source, who, is_local_host)
     }
@@ -757,10 +794,8 @@ impl Registrar {
         // Check first: a 500 must leave every binding as it was.
         if let Some(entry) = shard.aors.get(aor) {
             for (r, &hash) in list.iter().zip(&hashes) {
-                for (b, &b_hash) in entry.bindings.iter().zip(&entry.keys) {
-                    if &*b.call_id == new.call_id
-                        && new.cseq <= b.cseq
-                        && r.matches(b, b_hash, hash)
+                for (b, m) in entry.bindings.iter().zip(&entry.meta) {
+                    if &*b.call_id == new.call_id && new.cseq <= b.cseq && r.matches(b, m.key, hash)
                     {
                         return Err(Reject::new(500, "Out of order CSeq"));
                     }
@@ -770,23 +805,26 @@ impl Registrar {
 
         let mut entry = shard.aors.remove(aor).unwrap_or(AorEntry {
             bindings: Vec::new(),
-            keys: Vec::new(),
+            meta: Vec::new(),
             wake: None,
         });
         let before = entry.bindings.len();
         let mut slots = std::mem::take(&mut entry.bindings);
-        let mut keys = std::mem::take(&mut entry.keys);
+        let mut meta = std::mem::take(&mut entry.meta);
         let mut touched = vec![false; slots.len()];
+        // Touched bindings whose new state is reported for persistence.
+        let mut report = vec![false; slots.len()];
         let mut removed: Vec<(Binding, RemovalReason)> = Vec::new();
         for (r, hash) in list.into_iter().zip(hashes) {
             let at = slots
                 .iter()
-                .zip(&keys)
-                .position(|(b, &b_hash)| r.matches(b, b_hash, hash));
+                .zip(&meta)
+                .position(|(b, m)| r.matches(b, m.key, hash));
             if r.expires == 0 {
                 if let Some(i) = at {
-                    keys.remove(i);
+                    meta.remove(i);
                     touched.remove(i);
+                    report.remove(i);
                     removed.push((slots.remove(i), RemovalReason::Unregistered));
                 }
                 continue;
@@ -795,16 +833,21 @@ impl Registrar {
             match at {
                 Some(i) => {
                     let old = std::mem::replace(&mut slots[i], binding);
+                    report[i] |= needs_report(&old, &slots[i], meta[i].reported_unix, new.now);
                     if old.contact != slots[i].contact {
                         removed.push((old, RemovalReason::Replaced));
                     }
-                    keys[i] = hash;
+                    meta[i].key = hash;
                     touched[i] = true;
                 }
                 None => {
                     slots.push(binding);
-                    keys.push(hash);
+                    meta.push(Meta {
+                        key: hash,
+                        reported_unix: 0,
+                    });
                     touched.push(true);
+                    report.push(true);
                 }
             }
         }
@@ -819,15 +862,22 @@ impl Registrar {
                 .map(|(i, _)| i);
             let Some(i) = victim else { break };
             touched.remove(i);
-            keys.remove(i);
+            report.remove(i);
+            meta.remove(i);
             removed.push((slots.remove(i), RemovalReason::Evicted));
         }
 
         for (b, reason) in removed {
             shard.removed(b, reason);
         }
-        for (b, _) in slots.iter().zip(&touched).filter(|(_, t)| **t) {
+        for ((b, m), _) in slots
+            .iter()
+            .zip(meta.iter_mut())
+            .zip(&report)
+            .filter(|(_, r)| **r)
+        {
             shard.record(LocationChange::Upserted(b.clone()));
+            m.reported_unix = b.expires_unix;
             if let Some(conn) = b.source.connection {
                 let mut index = self.connection_shard(conn).lock();
                 let aors = index.entry(conn).or_default();
@@ -839,9 +889,9 @@ impl Registrar {
         shard.bindings = shard.bindings - before + slots.len();
         if !slots.is_empty() {
             slots.shrink_to_fit();
-            keys.shrink_to_fit();
+            meta.shrink_to_fit();
             entry.bindings = slots;
-            entry.keys = keys;
+            entry.meta = meta;
             shard.aors.insert(Arc::clone(aor), entry);
             shard.schedule(aor);
         }
@@ -962,36 +1012,34 @@ impl Registrar {
                 .entry(Arc::clone(&aor))
                 .or_insert_with(|| AorEntry {
                     bindings: Vec::new(),
-                    keys: Vec::new(),
+                    meta: Vec::new(),
                     wake: None,
                 });
             let key = UriKey::of_stored(&b.contact);
             let hash = key_hash(key.as_ref());
-            let same = entry
-                .bindings
-                .iter()
-                .zip(&entry.keys)
-                .position(|(x, &x_hash)| match (&x.instance, &b.instance) {
+            let same = entry.bindings.iter().zip(&entry.meta).position(|(x, m)| {
+                match (&x.instance, &b.instance) {
                     (Some(_), Some(_)) => x.instance == b.instance && x.reg_id == b.reg_id,
                     _ => {
                         x.reg_id.is_none()
                             && b.reg_id.is_none()
                             && key.is_some()
-                            && x_hash == hash
+                            && m.key == hash
                             && UriKey::of_stored(&x.contact) == key
                     }
-                });
+                }
+            });
             match same {
                 Some(i) if entry.bindings[i].expires_at >= b.expires_at => {}
                 Some(i) => {
+                    entry.meta[i] = Meta::reported(hash, &b);
                     entry.bindings[i] = b;
-                    entry.keys[i] = hash;
                 }
                 None => {
+                    entry.meta.push(Meta::reported(hash, &b));
+                    entry.meta.shrink_to_fit();
                     entry.bindings.push(b);
                     entry.bindings.shrink_to_fit();
-                    entry.keys.push(hash);
-                    entry.keys.shrink_to_fit();
                     shard.bindings += 1;
                 }
             }
@@ -1021,7 +1069,7 @@ impl Registrar {
                 if b.source.connection == Some(id) {
                     if b.is_outbound() {
                         closed.push(entry.bindings.remove(i));
-                        entry.keys.remove(i);
+                        entry.meta.remove(i);
                         continue;
                     }
                     b.source.connection = None;
@@ -1032,7 +1080,7 @@ impl Registrar {
                 continue;
             }
             entry.bindings.shrink_to_fit();
-            entry.keys.shrink_to_fit();
+            entry.meta.shrink_to_fit();
             if entry.bindings.is_empty() {
                 shard.aors.remove(&aor);
             }
@@ -1086,7 +1134,7 @@ impl Registrar {
             for (aor, entry) in &shard.aors {
                 total += 2 * size_of::<usize>() + aor.len(); // the Arc allocation
                 total += entry.bindings.capacity() * size_of::<Binding>();
-                total += entry.keys.capacity() * size_of::<u64>();
+                total += entry.meta.capacity() * size_of::<Meta>();
                 total += entry.bindings.iter().map(binding_heap_bytes).sum::<usize>();
             }
         }

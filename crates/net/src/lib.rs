@@ -44,6 +44,20 @@ use tokio::sync::{mpsc, watch};
 pub use crate::error::{NetError, SendError};
 pub use crate::stats::{NetStats, NetStatsSnapshot};
 
+/// Hands memory freed through the C library's `malloc` back to the operating system. glibc
+/// keeps freed memory in its arenas (only the top of the main heap is returned by itself), so
+/// after a burst of short-lived allocations the resident size would stay at its peak; the server
+/// calls this now and then (its Rust allocations go to jemalloc, which returns memory by itself;
+/// SQLite and other C code allocate through glibc). Does nothing with other C libraries.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it takes no
+    // pointer and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// What to listen on and the limits to apply. Every address list may be empty; port 0 binds an
 /// ephemeral port (see [`Transports::local_addrs`]).
 #[derive(Debug, Clone)]

@@ -704,7 +704,7 @@ impl NonceManager {
     /// Stops covering the oldest covered counter (it is `Stale` from then on).
     fn evict_oldest(&mut self) {
         self.base += 1;
-        if self.base % 64 == 0 {
+        if self.base & 63 == 0 {
             self.used.pop_front();
             self.word_issued.pop_front();
         }

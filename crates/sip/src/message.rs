@@ -346,7 +346,8 @@ impl Response {
     /// CSeq copied; no To tag is added here (the caller adds one where the RFC requires it).
     pub fn for_request(req: &Request, status: u16, reason: Option<&str>) -> Self {
         let status = StatusCode(status);
-        let mut headers = Headers::new();
+        // The copied headers and the few the caller adds (To tag, Server, Contacts, Date...).
+        let mut headers = Headers(Vec::with_capacity(12));
         for h in req.headers.iter() {
             if matches!(
                 h.name,

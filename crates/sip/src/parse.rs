@@ -6,7 +6,6 @@
 //! [`MAX_MESSAGE_LEN`] bytes, at most [`MAX_HEADERS`] header lines and [`MAX_PARAMS`] parameters
 //! per value, so work and memory stay proportional to the input.
 
-use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
@@ -399,8 +398,8 @@ fn host(c: &mut Cursor<'_>) -> Result<Host, ParseError> {
     let labels_ok = trimmed.first().is_some_and(u8::is_ascii_alphanumeric)
         && trimmed.last().is_some_and(u8::is_ascii_alphanumeric)
         && trimmed.windows(2).all(|w| {
-            !(w[0] == b'.' && !w[1].is_ascii_alphanumeric())
-                && !(w[1] == b'.' && !w[0].is_ascii_alphanumeric())
+            (w[0] != b'.' || w[1].is_ascii_alphanumeric())
+                && (w[1] != b'.' || w[0].is_ascii_alphanumeric())
         });
     let top_start = trimmed
         .iter()
@@ -813,7 +812,7 @@ fn header_lines<'a>(
     let mut out: Vec<Header> = Vec::with_capacity(16);
     for line in lines {
         // A CR is only allowed as part of a line end (RFC 3261 §7.3.1).
-        if find_byte(line, b'\r').is_some() {
+        if memchr::memchr(b'\r', line.as_bytes()).is_some() {
             if strict {
                 return Err(ParseError::new("Malformed header line"));
             }
@@ -1144,9 +1143,26 @@ fn put_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &Bytes) {
         put_text(out, &h.value);
         out.extend_from_slice(b"\r\n");
     }
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.extend_from_slice(b"Content-Length: ");
+    put_decimal(out, body.len());
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
+}
+
+/// Writes `n` in decimal (without the formatting machinery: this runs for every message sent).
+fn put_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // A digit: n % 10 < 10.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 pub(crate) fn serialize_request(r: &Request) -> Vec<u8> {
@@ -1162,7 +1178,9 @@ pub(crate) fn serialize_request(r: &Request) -> Vec<u8> {
 
 pub(crate) fn serialize_response(r: &Response) -> Vec<u8> {
     let mut out = Vec::with_capacity(estimate(&r.headers, &r.body));
-    let _ = write!(out, "SIP/2.0 {} ", r.status.0);
+    out.extend_from_slice(b"SIP/2.0 ");
+    put_decimal(&mut out, usize::from(r.status.0));
+    out.push(b' ');
     put_text(&mut out, &r.reason);
     out.extend_from_slice(b"\r\n");
     put_headers_and_body(&mut out, &r.headers, &r.body);

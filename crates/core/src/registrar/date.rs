@@ -14,18 +14,31 @@ pub(crate) fn rfc1123(unix: u64) -> String {
     let secs = unix % 86_400;
     let (year, month, day) = civil_from_days(days);
     let mut out = String::with_capacity(29);
+    // Written piece by piece rather than with `write!`: one per 200 OK to a REGISTER.
+    let two = |out: &mut String, n: u64| {
+        out.push(char::from(b'0' + (n / 10 % 10) as u8));
+        out.push(char::from(b'0' + (n % 10) as u8));
+    };
     // 1970-01-01 was a Thursday; WEEKDAYS starts there. Indexing is in range by `% 7`.
-    let _ = write!(
-        out,
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[(days % 7) as usize],
-        day,
-        MONTHS[(month - 1) as usize],
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    );
+    out.push_str(WEEKDAYS[(days % 7) as usize]);
+    out.push_str(", ");
+    two(&mut out, day);
+    out.push(' ');
+    out.push_str(MONTHS[(month - 1) as usize]);
+    out.push(' ');
+    if !(1000..10_000).contains(&year) {
+        let _ = write!(out, "{year}");
+    } else {
+        two(&mut out, year / 100);
+        two(&mut out, year % 100);
+    }
+    out.push(' ');
+    two(&mut out, secs / 3600);
+    out.push(':');
+    two(&mut out, secs % 3600 / 60);
+    out.push(':');
+    two(&mut out, secs % 60);
+    out.push_str(" GMT");
     out
 }
 
@@ -77,5 +90,12 @@ mod tests {
         assert_eq!(rfc1123(4_107_456_000), "Sun, 28 Feb 2100 00:00:00 GMT");
         assert_eq!(rfc1123(4_107_542_400), "Mon, 01 Mar 2100 00:00:00 GMT");
         assert_eq!(rfc1123(1_735_689_599), "Tue, 31 Dec 2024 23:59:59 GMT");
+    }
+
+    #[test]
+    fn years_of_other_lengths() {
+        // 10000-01-01 and 0999 are out of SIP's range, but must still come out whole.
+        assert_eq!(rfc1123(253_402_300_800), "Sat, 01 Jan 10000 00:00:00 GMT");
+        assert!(rfc1123(0).contains(" 1970 "));
     }
 }

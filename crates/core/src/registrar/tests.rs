@@ -262,3 +262,60 @@ fn user_agent_truncation_respects_char_boundaries() {
     assert!(t.len() <= MAX_USER_AGENT_LEN);
     assert!(t.chars().all(|c| c == 'é'));
 }
+
+fn register_req(call_id: &str, cseq: u32, contact: &str) -> Request {
+    let text = format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.7:40000;branch=z9hG4bK{cseq}\r\n\
+         From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: {call_id}\r\n\
+         CSeq: {cseq} REGISTER\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+    );
+    match confab_sip::Message::parse(text.as_bytes(), false) {
+        Ok(confab_sip::Message::Request(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn frequent_refreshes_are_reported_for_persistence_only_when_they_matter() {
+    let t0 = Instant::now();
+    let reg = registrar();
+    let who = Authenticated::new("alice", None);
+    let local = |_: &Host| true;
+    let mut cseq = 0;
+    let mut send = |secs: u64, call_id: &str, contact: &str| {
+        cseq += 1;
+        let now = t0 + Duration::from_secs(secs);
+        let req = register_req(call_id, cseq, contact);
+        let resp = reg.handle_register(now, UNIX + secs, &req, &source(now, None), &who, &local);
+        assert_eq!(resp.status.0, 200, "{}", resp.reason);
+    };
+    let upserts = |reg: &Registrar| {
+        let mut changes = Vec::new();
+        reg.drain_changes(&mut changes);
+        changes
+            .into_iter()
+            .filter_map(|c| match c {
+                LocationChange::Upserted(b) => Some(b.expires_unix - UNIX),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let contact = "<sip:alice@203.0.113.7:40000>;expires=3600";
+    send(0, "a", contact);
+    assert_eq!(upserts(&reg), [3600], "a new binding is reported");
+    // Refreshes every 10 s (a new Call-ID each time, as SIPp does): reported once the stored
+    // expiry would lag by more than a tenth of the 3600 s.
+    for secs in (10..=400).step_by(10) {
+        send(secs, &format!("c{secs}"), contact);
+    }
+    assert_eq!(upserts(&reg), [3600 + 370]);
+    // Anything else that changes is reported at once: a shorter expiry, a new Contact URI
+    // parameter, another flow.
+    send(410, "x", "<sip:alice@203.0.113.7:40000>;expires=600");
+    assert_eq!(upserts(&reg), [1010]);
+    send(420, "x", "<sip:alice@203.0.113.7:40000;ob>;expires=600");
+    assert_eq!(upserts(&reg), [1020]);
+    // The location map itself always holds the latest state.
+    let b = &reg.lookup("alice", t0 + Duration::from_secs(420))[0];
+    assert_eq!(b.expires_unix, UNIX + 1020);
+}
