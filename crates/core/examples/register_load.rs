@@ -20,6 +20,10 @@ use confab_core::{CoreConfig, Endpoint, MemoryDirectory};
 use confab_sip::auth::{client_authorization, Algorithm};
 use confab_sip::{Source, Transmit, TransportKind};
 
+/// The server's allocator, so instruction counts include the same allocation costs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const DOMAIN: &str = "bench.confab";
 
 fn arg(i: usize, default: usize) -> usize {

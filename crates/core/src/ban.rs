@@ -8,12 +8,12 @@
 //! The table is sharded by address so transport threads rarely meet on one lock, and bounded so
 //! a flood of spoofed UDP sources cannot grow it without limit.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::hash::FastMap;
 use parking_lot::Mutex;
 
 const SHARDS: usize = 16;
@@ -53,7 +53,7 @@ impl Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<IpAddr, Entry>,
+    entries: FastMap<IpAddr, Entry>,
 }
 
 /// Per-address failure counters and bans. `Send + Sync`; every method takes `&self`.

@@ -17,8 +17,9 @@
 //! call's lock is released.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::hash_map::{DefaultHasher, RandomState};
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BinaryHeap;
+
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -47,6 +48,7 @@ use crate::call::{
 };
 use crate::config::CoreConfig;
 use crate::directory::{UserCredential, UserDirectory};
+use crate::hash::{FastMap, FastSet};
 use crate::registrar::{Authenticated, Registrar};
 
 /// Larger inputs are dropped unparsed (the parser's own limit; stream framing enforces its own).
@@ -889,7 +891,7 @@ impl Endpoint {
                 Some(_) => *next = Some(now + interval),
             }
         }
-        let mut flows: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+        let mut flows: FastSet<(SocketAddr, SocketAddr)> = FastSet::default();
         for b in self.registrar.snapshot() {
             if b.source.transport == TransportKind::Udp
                 && b.expires_at > now
@@ -1371,7 +1373,7 @@ impl Ord for TimerEntry {
 
 #[derive(Default)]
 struct TxShard {
-    map: HashMap<TransactionKey, TxEntry>,
+    map: FastMap<TransactionKey, TxEntry>,
     timers: BinaryHeap<TimerEntry>,
     /// No earlier than the earliest Timer J of the `Answered` entries; `None` without any.
     answered_due: Option<Instant>,
@@ -1448,7 +1450,7 @@ enum Begin {
 
 struct Transactions {
     shards: Box<[Mutex<TxShard>]>,
-    hasher: RandomState,
+    hasher: foldhash::fast::RandomState,
     timers: Timers,
 }
 
@@ -1458,7 +1460,7 @@ impl Transactions {
             shards: (0..TRANSACTION_SHARDS)
                 .map(|_| Mutex::new(TxShard::default()))
                 .collect(),
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             timers,
         }
     }

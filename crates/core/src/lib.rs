@@ -13,6 +13,7 @@ pub mod call;
 pub mod config;
 pub mod directory;
 pub mod endpoint;
+mod hash;
 pub mod registrar;
 
 pub use call::{CallRecord, CallSummary, MediaRelay};

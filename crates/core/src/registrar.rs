@@ -54,8 +54,8 @@ mod contact;
 mod date;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BinaryHeap;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,7 @@ use confab_sip::{
 use parking_lot::Mutex;
 
 use self::contact::UriKey;
+use crate::hash::{stable_hash, FastMap};
 
 /// Number of location-map shards (a power of two).
 const SHARDS: usize = 64;
@@ -283,7 +284,7 @@ pub struct Registrar {
 }
 
 /// Connection → the AoRs with a binding registered over it.
-type ConnectionIndex = HashMap<ConnectionId, Vec<Arc<str>>>;
+type ConnectionIndex = FastMap<ConnectionId, Vec<Arc<str>>>;
 
 /// One shard on its own cache lines, so neighbouring locks do not false-share.
 #[repr(align(128))]
@@ -291,7 +292,7 @@ struct PaddedShard(Mutex<Shard>);
 
 #[derive(Default)]
 struct Shard {
-    aors: HashMap<Arc<str>, AorEntry>,
+    aors: FastMap<Arc<str>, AorEntry>,
     /// Expiry wake-ups, earliest first, with lazy deletion: an entry is live only if it equals
     /// its AoR's `wake`.
     wakeups: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
@@ -513,7 +514,7 @@ impl Registrar {
                 .map(|_| PaddedShard(Mutex::new(Shard::default())))
                 .collect(),
             connections: (0..CONNECTION_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(FastMap::default()))
                 .collect(),
         }
     }
@@ -523,10 +524,8 @@ impl Registrar {
     }
 
     fn shard(&self, aor: &str) -> &Mutex<Shard> {
-        let mut h = std::hash::DefaultHasher::new();
-        aor.hash(&mut h);
         // SHARDS is a power of two; the mask keeps the index in range.
-        &self.shards[(h.finish() as usize) & (SHARDS - 1)].0
+        &self.shards[(stable_hash(aor) as usize) & (SHARDS - 1)].0
     }
 
     fn connection_shard(&self, id: ConnectionId) -> &Mutex<ConnectionIndex> {
@@ -1191,9 +1190,7 @@ impl NewBindingFields<'_> {
 /// A hash of a Contact URI key (`None`: a stored Contact that does not parse, which matches
 /// nothing by URI). Equal keys hash alike; a collision only costs a parse to confirm.
 fn key_hash(key: Option<&UriKey>) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    stable_hash(&key)
 }
 
 /// Caps a User-Agent at [`MAX_USER_AGENT_LEN`] bytes, on a character boundary.

@@ -43,7 +43,9 @@ pub use error::SdpError;
 pub use model::{
     Attribute, Codec, Connection, Direction, Line, Media, Origin, SessionDescription, Time,
 };
-pub use offer_answer::{check_answer, intersect, rewrite_for_relay, OriginState};
+pub use offer_answer::{
+    check_answer, intersect, rewrite_for_relay, rewrite_for_relay_to_bytes, OriginState,
+};
 pub use parse::{MAX_BYTES, MAX_LINES, MAX_MEDIA};
 
 impl SessionDescription {

@@ -206,10 +206,30 @@ impl From<IpAddr> for Connection {
             IpAddr::V4(_) => "IP4",
             IpAddr::V6(_) => "IP6",
         };
+        let address = match ip {
+            // Hand-written for IPv4: this runs for every relayed description.
+            IpAddr::V4(v4) => {
+                let mut s = String::with_capacity(15);
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        s.push('.');
+                    }
+                    if octet >= 100 {
+                        s.push(char::from(b'0' + octet / 100));
+                    }
+                    if octet >= 10 {
+                        s.push(char::from(b'0' + octet / 10 % 10));
+                    }
+                    s.push(char::from(b'0' + octet % 10));
+                }
+                s
+            }
+            IpAddr::V6(v6) => v6.to_string(),
+        };
         Self {
             net_type: "IN".to_owned(),
             addr_type: addr_type.to_owned(),
-            address: ip.to_string(),
+            address,
         }
     }
 }

@@ -76,17 +76,28 @@ impl OriginState {
     /// differs from the last one stamped (RFC 3264 §8). Call it on every SDP sent on the leg,
     /// after its last change.
     pub fn stamp(&mut self, sdp: &mut SessionDescription, address: IpAddr) {
+        self.stamp_to_bytes(sdp, address);
+    }
+
+    /// [`stamp`](Self::stamp), returning the serialised description to send, so that the
+    /// caller does not serialise it again.
+    pub fn stamp_to_bytes(&mut self, sdp: &mut SessionDescription, address: IpAddr) -> Vec<u8> {
         let session_id = self.session_id.to_string();
         sdp.origin = Origin::new(&self.username, &session_id, self.version, address);
         let bytes = sdp.to_bytes();
         match &self.last_sent {
-            Some(last) if *last == bytes => {}
-            None => self.last_sent = Some(bytes),
+            Some(last) if *last == bytes => bytes,
+            None => {
+                self.last_sent = Some(bytes.clone());
+                bytes
+            }
             Some(_) => {
                 // Wraps only after 2^64 changes, which no dialog sees.
                 self.version = self.version.wrapping_add(1);
                 sdp.origin.session_version = self.version;
-                self.last_sent = Some(sdp.to_bytes());
+                let bytes = sdp.to_bytes();
+                self.last_sent = Some(bytes.clone());
+                bytes
             }
         }
     }
@@ -108,6 +119,24 @@ pub fn rewrite_for_relay(
     relay_ports: &[u16],
     origin: &mut OriginState,
 ) -> SessionDescription {
+    let mut out = relayed(sdp, relay_ip, relay_ports);
+    origin.stamp(&mut out, relay_ip);
+    out
+}
+
+/// [`rewrite_for_relay`], serialised: the body to send (serialised once).
+pub fn rewrite_for_relay_to_bytes(
+    sdp: &SessionDescription,
+    relay_ip: IpAddr,
+    relay_ports: &[u16],
+    origin: &mut OriginState,
+) -> Vec<u8> {
+    let mut out = relayed(sdp, relay_ip, relay_ports);
+    origin.stamp_to_bytes(&mut out, relay_ip)
+}
+
+/// The rewrite of [`rewrite_for_relay`] without the `o=` stamp.
+fn relayed(sdp: &SessionDescription, relay_ip: IpAddr, relay_ports: &[u16]) -> SessionDescription {
     let mut out = sdp.clone();
     out.connection = Some(Connection::from(relay_ip));
     out.attributes.retain(|a| !is_ice(&a.name));
@@ -137,7 +166,6 @@ pub fn rewrite_for_relay(
             }
         }
     }
-    origin.stamp(&mut out, relay_ip);
     out
 }
 

@@ -1,83 +1,72 @@
 //! The serialiser: CRLF line ends and RFC 8866 §5 line order.
+//!
+//! Written with `push_str` into one `String` rather than through `fmt`: the B2BUA serialises a
+//! description for every offer and answer it relays, and `write!` per field cost more than the
+//! rest of the rewrite.
 
-use std::fmt::{self, Write};
+use std::fmt;
 
 use crate::model::{Attribute, Connection, Line, SessionDescription};
 use crate::parse::{media_rank, session_rank};
 
 impl fmt::Display for SessionDescription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let o = &self.origin;
-        write!(f, "v=0\r\n")?;
-        write!(
-            f,
-            "o={} {} {} {} {} {}\r\n",
-            o.username, o.session_id, o.session_version, o.net_type, o.addr_type, o.address
-        )?;
-        write!(f, "s={}\r\n", self.session_name)?;
-        others(f, &self.other, |k| session_rank(k) <= 3)?;
-        if let Some(c) = &self.connection {
-            connection(f, c)?;
-        }
-        for b in &self.bandwidths {
-            write!(f, "b={b}\r\n")?;
-        }
-        for t in &self.times {
-            write!(f, "t={}\r\n", t.value)?;
-            for r in &t.repeats {
-                write!(f, "r={r}\r\n")?;
-            }
-        }
-        others(f, &self.other, |k| matches!(session_rank(k), 4 | 5))?;
-        attributes(f, &self.attributes)?;
-        others(f, &self.other, |k| session_rank(k) == 6)?;
-
-        for m in &self.media {
-            write!(f, "m={} {}", m.kind, m.port)?;
-            if let Some(n) = m.port_count {
-                write!(f, "/{n}")?;
-            }
-            write!(f, " {}", m.proto)?;
-            for fmt in &m.formats {
-                write!(f, " {fmt}")?;
-            }
-            f.write_str("\r\n")?;
-            others(f, &m.other, |k| media_rank(k) == 0)?;
-            if let Some(c) = &m.connection {
-                connection(f, c)?;
-            }
-            others(f, &m.other, |k| media_rank(k) == 1)?;
-            for b in &m.bandwidths {
-                write!(f, "b={b}\r\n")?;
-            }
-            others(f, &m.other, |k| media_rank(k) == 2)?;
-            attributes(f, &m.attributes)?;
-            others(f, &m.other, |k| media_rank(k) == 3)?;
-        }
-        Ok(())
+        let mut out = String::new();
+        self.write_to(&mut out);
+        f.write_str(&out)
     }
 }
 
-fn connection(f: &mut fmt::Formatter<'_>, c: &Connection) -> fmt::Result {
-    write!(f, "c={} {} {}\r\n", c.net_type, c.addr_type, c.address)
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
 }
 
-fn attributes(f: &mut fmt::Formatter<'_>, attributes: &[Attribute]) -> fmt::Result {
+/// Appends `k=value` and CRLF.
+fn line(out: &mut String, kind: char, value: &str) {
+    out.push(kind);
+    out.push('=');
+    out.push_str(value);
+    out.push_str("\r\n");
+}
+
+fn connection(out: &mut String, c: &Connection) {
+    out.push_str("c=");
+    out.push_str(&c.net_type);
+    out.push(' ');
+    out.push_str(&c.addr_type);
+    out.push(' ');
+    out.push_str(&c.address);
+    out.push_str("\r\n");
+}
+
+fn attributes(out: &mut String, attributes: &[Attribute]) {
     for a in attributes {
-        match &a.value {
-            Some(v) => write!(f, "a={}:{v}\r\n", a.name)?,
-            None => write!(f, "a={}\r\n", a.name)?,
+        out.push_str("a=");
+        out.push_str(&a.name);
+        if let Some(v) = &a.value {
+            out.push(':');
+            out.push_str(v);
         }
+        out.push_str("\r\n");
     }
-    Ok(())
 }
 
-fn others(f: &mut fmt::Formatter<'_>, lines: &[Line], pick: impl Fn(char) -> bool) -> fmt::Result {
+fn others(out: &mut String, lines: &[Line], pick: impl Fn(char) -> bool) {
     for l in lines.iter().filter(|l| pick(l.kind)) {
-        f.write_char(l.kind)?;
-        write!(f, "={}\r\n", l.value)?;
+        line(out, l.kind, &l.value);
     }
-    Ok(())
 }
 
 impl SessionDescription {
@@ -93,8 +82,71 @@ impl SessionDescription {
                 .map(|m| 2 + m.attributes.len())
                 .sum::<usize>();
         let mut out = String::with_capacity(lines * 32);
-        // Writing into a String cannot fail.
-        let _ = write!(out, "{self}");
+        self.write_to(&mut out);
         out.into_bytes()
+    }
+
+    /// Appends the serialised description to `out`.
+    pub fn write_to(&self, out: &mut String) {
+        let o = &self.origin;
+        out.push_str("v=0\r\no=");
+        out.push_str(&o.username);
+        out.push(' ');
+        out.push_str(&o.session_id);
+        out.push(' ');
+        push_u64(out, o.session_version);
+        out.push(' ');
+        out.push_str(&o.net_type);
+        out.push(' ');
+        out.push_str(&o.addr_type);
+        out.push(' ');
+        out.push_str(&o.address);
+        out.push_str("\r\n");
+        line(out, 's', &self.session_name);
+        others(out, &self.other, |k| session_rank(k) <= 3);
+        if let Some(c) = &self.connection {
+            connection(out, c);
+        }
+        for b in &self.bandwidths {
+            line(out, 'b', b);
+        }
+        for t in &self.times {
+            line(out, 't', &t.value);
+            for r in &t.repeats {
+                line(out, 'r', r);
+            }
+        }
+        others(out, &self.other, |k| matches!(session_rank(k), 4 | 5));
+        attributes(out, &self.attributes);
+        others(out, &self.other, |k| session_rank(k) == 6);
+
+        for m in &self.media {
+            out.push_str("m=");
+            out.push_str(&m.kind);
+            out.push(' ');
+            push_u64(out, u64::from(m.port));
+            if let Some(n) = m.port_count {
+                out.push('/');
+                push_u64(out, u64::from(n));
+            }
+            out.push(' ');
+            out.push_str(&m.proto);
+            for f in &m.formats {
+                out.push(' ');
+                out.push_str(f);
+            }
+            out.push_str("\r\n");
+            others(out, &m.other, |k| media_rank(k) == 0);
+            if let Some(c) = &m.connection {
+                connection(out, c);
+            }
+            others(out, &m.other, |k| media_rank(k) == 1);
+            for b in &m.bandwidths {
+                line(out, 'b', b);
+            }
+            others(out, &m.other, |k| media_rank(k) == 2);
+            attributes(out, &m.attributes);
+            others(out, &m.other, |k| media_rank(k) == 3);
+        }
     }
 }

@@ -2,11 +2,11 @@
 //! once. Both refuse with 503 and Retry-After (RFC 3261 §21.5.4), before any work that grows
 //! with the input.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use crate::hash::FastMap;
 use parking_lot::Mutex;
 
 const SHARDS: usize = 16;
@@ -26,7 +26,7 @@ struct SourceState {
 /// Per-source counters, sharded by address.
 #[derive(Debug)]
 pub(crate) struct FloodLimiter {
-    shards: Box<[Mutex<HashMap<IpAddr, SourceState>>]>,
+    shards: Box<[Mutex<FastMap<IpAddr, SourceState>>]>,
     hasher: std::collections::hash_map::RandomState,
     /// New INVITEs per second per source; 0 disables the rate limit.
     rate: u32,
@@ -38,7 +38,9 @@ pub(crate) struct FloodLimiter {
 impl FloodLimiter {
     pub(crate) fn new(rate: u32, burst: u32, max_ringing: u32) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(FastMap::default()))
+                .collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             rate,
             burst: burst.max(1),
@@ -46,13 +48,13 @@ impl FloodLimiter {
         }
     }
 
-    fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, SourceState>> {
+    fn shard(&self, ip: &IpAddr) -> &Mutex<FastMap<IpAddr, SourceState>> {
         &self.shards[(self.hasher.hash_one(ip) as usize) % SHARDS]
     }
 
     fn entry<'a>(
         &self,
-        map: &'a mut HashMap<IpAddr, SourceState>,
+        map: &'a mut FastMap<IpAddr, SourceState>,
         ip: IpAddr,
         now: Instant,
     ) -> Option<&'a mut SourceState> {

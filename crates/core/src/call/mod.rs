@@ -78,8 +78,7 @@ pub mod record;
 mod sdp;
 mod util;
 
-use std::collections::hash_map::RandomState;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -106,6 +105,7 @@ pub(crate) use self::util::has_our_via;
 use self::util::{secs, strip_visual, IdSource};
 use crate::config::{CallConfig, CoreConfig};
 use crate::directory::UserDirectory;
+use crate::hash::FastMap;
 use crate::registrar::{Authenticated, Registrar};
 
 const SHARDS: usize = 16;
@@ -155,7 +155,7 @@ pub(crate) struct Env<'a> {
     pub(crate) out: &'a mut Vec<CallOutput>,
     pub(crate) records: &'a mut Vec<CallRecord>,
     /// Ended calls whose relay statistics come with [`MediaRelay::finish_release`], by record id.
-    pub(crate) media_pending: &'a Mutex<HashMap<String, MediaId>>,
+    pub(crate) media_pending: &'a Mutex<FastMap<String, MediaId>>,
 }
 
 /// A deadline in a shard's heap; stale when the call's deadline moved (checked when popped).
@@ -180,7 +180,7 @@ impl Ord for TimerEntry {
 
 #[derive(Debug, Default)]
 struct CallShard {
-    calls: HashMap<CallKey, Call>,
+    calls: FastMap<CallKey, Call>,
     timers: BinaryHeap<TimerEntry>,
 }
 
@@ -226,14 +226,14 @@ pub(crate) struct CallManager {
     settings: Settings,
     media: Arc<dyn MediaRelay>,
     shards: Box<[Mutex<CallShard>]>,
-    index: Box<[Mutex<HashMap<String, CallKey>>]>,
-    hasher: RandomState,
+    index: Box<[Mutex<FastMap<String, CallKey>>]>,
+    hasher: foldhash::fast::RandomState,
     next_key: AtomicU64,
     live: AtomicUsize,
     ids: IdSource,
     records: Mutex<VecDeque<CallRecord>>,
     /// See [`Env::media_pending`]; filled in when the ended record is drained.
-    media_pending: Mutex<HashMap<String, MediaId>>,
+    media_pending: Mutex<FastMap<String, MediaId>>,
     limiter: FloodLimiter,
     clock: WallClock,
     next_sweep: Mutex<Option<Instant>>,
@@ -274,13 +274,15 @@ impl CallManager {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(CallShard::default()))
                 .collect(),
-            index: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            index: (0..SHARDS)
+                .map(|_| Mutex::new(FastMap::default()))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
             next_key: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             ids: IdSource::new(config.rng_seed),
             records: Mutex::new(VecDeque::new()),
-            media_pending: Mutex::new(HashMap::new()),
+            media_pending: Mutex::new(FastMap::default()),
             limiter: FloodLimiter::new(
                 c.invites_per_second_per_source,
                 c.invite_burst_per_source,
@@ -303,7 +305,7 @@ impl CallManager {
         &self.shards[(key.0 as usize) % SHARDS]
     }
 
-    fn index_shard(&self, call_id: &str) -> &Mutex<HashMap<String, CallKey>> {
+    fn index_shard(&self, call_id: &str) -> &Mutex<FastMap<String, CallKey>> {
         &self.index[(self.hasher.hash_one(call_id) as usize) % SHARDS]
     }
 

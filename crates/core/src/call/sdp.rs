@@ -69,6 +69,8 @@ impl Sdp {
         ports: &[u16],
         origin: &mut OriginState,
     ) -> Bytes {
-        Bytes::from(confab_sdp::rewrite_for_relay(&self.0, relay_ip, ports, origin).to_bytes())
+        Bytes::from(confab_sdp::rewrite_for_relay_to_bytes(
+            &self.0, relay_ip, ports, origin,
+        ))
     }
 }

@@ -36,7 +36,9 @@ impl IdSource {
         let mut b = [0u8; 16];
         let n = bytes.min(16);
         self.0.lock().fill_bytes(&mut b[..n]);
-        b[..n].iter().map(|x| format!("{x:02x}")).collect()
+        let mut out = String::with_capacity(n * 2);
+        push_hex(&mut out, &b[..n]);
+        out
     }
 
     pub(crate) fn tag(&self) -> String {
@@ -44,11 +46,25 @@ impl IdSource {
     }
 
     pub(crate) fn branch(&self) -> String {
-        format!("{BRANCH_PREFIX}{}", self.hex(8))
+        self.prefixed(BRANCH_PREFIX, 8, "")
     }
 
     pub(crate) fn call_id(&self, domain: &str) -> String {
-        format!("cf{}@{domain}", self.hex(12))
+        let mut id = self.prefixed("cf", 12, "@");
+        id.push_str(domain);
+        id
+    }
+
+    /// `prefix`, `bytes` random bytes in hex, then `suffix`, in one allocation.
+    fn prefixed(&self, prefix: &str, bytes: usize, suffix: &str) -> String {
+        let mut b = [0u8; 16];
+        let n = bytes.min(16);
+        self.0.lock().fill_bytes(&mut b[..n]);
+        let mut out = String::with_capacity(prefix.len() + n * 2 + suffix.len() + 32);
+        out.push_str(prefix);
+        push_hex(&mut out, &b[..n]);
+        out.push_str(suffix);
+        out
     }
 
     pub(crate) fn record_id(&self) -> String {
@@ -259,6 +275,15 @@ pub(crate) fn warning(host: &str, text: &str) -> String {
 
 pub(crate) fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
+}
+
+/// Appends `bytes` as lower-case hex (no `format!` per byte: this runs several times per call).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
 }
 
 #[cfg(test)]
