@@ -15,13 +15,15 @@
 //! 4. [`TransportHandle::send`], from any thread, at any time, never blocks;
 //! 5. [`Transports::shutdown`] stops accepting, closes connections and joins the UDP threads.
 //!
-//! Threads: each UDP socket has its own OS thread that blocks in `recv_from` and calls
-//! [`Handler::on_message`] inline (the SIP hot path: no task wake-up, no channel). Stream
-//! connections run as tokio tasks and also call the handler inline. The handler must therefore
-//! be quick and must not block.
+//! Threads: each UDP socket has its own OS thread that reads datagrams in batches (`recvmmsg`)
+//! and calls [`Handler::on_message`] inline for each (the SIP hot path: no task wake-up, no
+//! channel); what the handler sends on that same socket leaves with one `sendmmsg` at the end of
+//! the batch. Stream connections run as tokio tasks and also call the handler inline. The
+//! handler must therefore be quick and must not block.
 
 mod conn;
 mod error;
+mod mmsg;
 mod stats;
 mod stream;
 mod tls;
@@ -342,14 +344,18 @@ impl Drop for Transports {
 impl TransportHandle {
     /// Sends one message without waiting.
     ///
-    /// - UDP: a direct `send_to` from the socket bound to `destination.local`, or else the first
-    ///   UDP socket of the destination's address family.
+    /// - UDP: from the socket bound to `destination.local`, or else the first UDP socket of the
+    ///   destination's address family. A direct `send_to`, except on that socket's own receive
+    ///   thread (a handler answering a datagram): there the datagram is queued and sent, in
+    ///   order, with the rest of the batch's output by one `sendmmsg` when the handler calls of
+    ///   the batch are done. A queued datagram returns `Ok`; if the kernel refuses it later, that
+    ///   shows only in [`NetStats::send_errors`] and a debug log.
     /// - `destination.connection = Some(id)`: queued on that connection, whatever its transport.
     /// - TCP/TLS without a connection: queued on an open connection to `destination.addr`, or on
     ///   a new one being opened (RFC 3261 §18.1.1). WS/WSS: only an open connection to the
     ///   address (browsers cannot be connected to).
     ///
-    /// An `Ok` means sent (UDP) or queued (connections), not delivered.
+    /// An `Ok` means sent or queued, not delivered.
     pub fn send(&self, transmit: Transmit) -> Result<(), SendError> {
         let result = self.send_inner(transmit);
         if result.is_err() {
@@ -367,7 +373,7 @@ impl TransportHandle {
             return self.shared.conns.send_on(id, bytes);
         }
         match destination.transport {
-            TransportKind::Udp => udp::send(&self.shared, &destination, &bytes),
+            TransportKind::Udp => udp::send(&self.shared, &destination, bytes),
             TransportKind::Tcp | TransportKind::Tls => {
                 stream::send_or_connect(&self.shared, destination, bytes)
             }

@@ -18,8 +18,9 @@ pub struct NetStats {
     pub connections_open: AtomicU64,
     /// Inbound connections refused by the per-IP limit.
     pub connections_rejected: AtomicU64,
-    /// Sends that failed: refused by [`send`](crate::TransportHandle::send), failed writes,
-    /// failed outbound connects.
+    /// Sends that failed: refused by [`send`](crate::TransportHandle::send), UDP datagrams a
+    /// receive thread queued and the kernel then refused, failed writes, failed outbound
+    /// connects.
     pub send_errors: AtomicU64,
 }
 

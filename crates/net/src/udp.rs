@@ -1,9 +1,16 @@
 //! SIP over UDP (RFC 3261 §18): the hot path.
 //!
-//! One OS thread per socket blocks in `recv_from` and calls the handler inline: no task wake-up,
-//! no channel, one allocation per datagram (the message's own bytes). Sends are a direct
-//! non-blocking `send_to` on the same socket from the caller's thread.
+//! One OS thread per socket reads datagrams in batches (`recvmmsg`: it waits for one, then takes
+//! whatever else is already queued, up to [`RECV_BATCH`]) and calls the handler inline for each:
+//! no task wake-up, no channel, one allocation per datagram (the message's own bytes).
+//!
+//! Sends are non-blocking. While a receive thread handles a batch, what the handler sends on that
+//! thread's own socket is queued and leaves with one `sendmmsg` when the batch is done (before
+//! the thread waits again), in order; so a burst of N requests costs one receive and one send
+//! call instead of N of each. Sends from any other thread (tokio tasks, the timer driver), or to
+//! another socket, are a direct `send_to` as before.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -17,12 +24,33 @@ use confab_sip::framing;
 use confab_sip::transport::{Destination, Source, TransportKind};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::mmsg::{RecvBatch, SendBatch};
 use crate::{Handler, NetError, NetStats, SendError, Shared};
 
 /// Requested SO_RCVBUF/SO_SNDBUF; the kernel caps it (net.core.rmem_max / wmem_max).
 const SOCKET_BUFFER: usize = 4 << 20;
 /// How often a receive thread looks at the stop flag if no wake-up datagram reaches it.
 const RECV_TIMEOUT: Duration = Duration::from_millis(500);
+/// Datagrams one `recvmmsg` reads at most. Each has a buffer of the largest datagram accepted
+/// (plus one byte), so at the default 64 KiB limit a socket holds 2 MiB of buffers (mapped
+/// lazily: a page is only resident once a datagram that long has been read into it).
+const RECV_BATCH: usize = 32;
+/// No UDP payload is longer: a larger receive buffer would never fill.
+const MAX_UDP_PAYLOAD: usize = 65_535;
+/// A receive thread's queued sends leave at once when this many are waiting, even mid-batch.
+const SEND_BATCH: usize = 64;
+
+thread_local! {
+    /// Set on a UDP receive thread for as long as it runs: what its handler sends on the
+    /// thread's own socket, until the end of the batch being handled.
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
+}
+
+struct Outgoing {
+    /// The socket this thread receives on; only compared, never dereferenced.
+    endpoint: *const UdpEndpoint,
+    batch: SendBatch,
+}
 
 pub(crate) struct UdpEndpoint {
     socket: std::net::UdpSocket,
@@ -84,17 +112,22 @@ pub(crate) fn spawn_receiver(
 
 fn receive_loop(shared: &Shared, endpoint: &UdpEndpoint, handler: &dyn Handler) {
     let max = shared.config.max_message_size;
-    let stats = &shared.stats;
     // One byte more than allowed, so that a longer datagram shows as truncated to max + 1.
-    let mut buf = vec![0u8; max.saturating_add(1)];
+    let mut batch = RecvBatch::new(RECV_BATCH, max.min(MAX_UDP_PAYLOAD).saturating_add(1));
+    OUTGOING.with(|outgoing| {
+        *outgoing.borrow_mut() = Some(Outgoing {
+            endpoint,
+            batch: SendBatch::default(),
+        });
+    });
     tracing::debug!(local = %endpoint.local, "UDP receive thread started");
     loop {
-        let result = endpoint.socket.recv_from(&mut buf);
+        let result = batch.recv(&endpoint.socket);
         if shared.stopping.load(Ordering::Relaxed) {
             break;
         }
-        let (len, peer) = match result {
-            Ok(received) => received,
+        let count = match result {
+            Ok(count) => count,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -113,39 +146,87 @@ fn receive_loop(shared: &Shared, endpoint: &UdpEndpoint, handler: &dyn Handler) 
             }
         };
         let received_at = Instant::now();
-        let datagram = &buf[..len];
-        match classify(datagram, max) {
-            Datagram::KeepAlive => continue,
-            Datagram::Oversize => {
-                // Still handed up: the handler answers a request it can address with 513
-                // (RFC 3261 §21.5.14). Debug only: any sender could flood a warning log.
-                NetStats::add(&stats.dropped_oversize);
-                tracing::debug!(%peer, len, "oversize UDP datagram");
-            }
-            Datagram::Garbage => {
-                NetStats::add(&stats.dropped_garbage);
-                tracing::debug!(%peer, len, "non-SIP UDP datagram dropped");
+        for index in 0..count {
+            let (datagram, peer) = batch.datagram(index);
+            let Some(peer) = peer else {
+                tracing::debug!(local = %endpoint.local, "UDP datagram without a sender address");
                 continue;
-            }
-            Datagram::Message => {}
+            };
+            deliver(shared, endpoint, handler, datagram, peer, received_at);
         }
-        NetStats::add(&stats.received);
-        let source = Source {
-            transport: TransportKind::Udp,
-            peer,
-            local: endpoint.local,
-            connection: None,
-            received_at,
-        };
-        // Copied rather than split from a shared buffer: the handler may keep the message (or
-        // slices of it) for long, and must not pin a large receive buffer.
-        let bytes = Bytes::copy_from_slice(datagram);
-        // A bug in the handler must not stop UDP for good.
-        if catch_unwind(AssertUnwindSafe(|| handler.on_message(bytes, source))).is_err() {
-            tracing::error!(%peer, "handler panicked on a UDP message");
-        }
+        // Before waiting again: the answers to this batch leave now, together.
+        flush_outgoing(shared, endpoint);
     }
+    flush_outgoing(shared, endpoint);
+    OUTGOING.with(|outgoing| outgoing.borrow_mut().take());
     tracing::debug!(local = %endpoint.local, "UDP receive thread stopped");
+}
+
+/// Classifies one received datagram and hands it to the handler if it is (or may be) SIP.
+fn deliver(
+    shared: &Shared,
+    endpoint: &UdpEndpoint,
+    handler: &dyn Handler,
+    datagram: &[u8],
+    peer: SocketAddr,
+    received_at: Instant,
+) {
+    let stats = &shared.stats;
+    let len = datagram.len();
+    match classify(datagram, shared.config.max_message_size) {
+        Datagram::KeepAlive => return,
+        Datagram::Oversize => {
+            // Still handed up: the handler answers a request it can address with 513
+            // (RFC 3261 §21.5.14). Debug only: any sender could flood a warning log.
+            NetStats::add(&stats.dropped_oversize);
+            tracing::debug!(%peer, len, "oversize UDP datagram");
+        }
+        Datagram::Garbage => {
+            NetStats::add(&stats.dropped_garbage);
+            tracing::debug!(%peer, len, "non-SIP UDP datagram dropped");
+            return;
+        }
+        Datagram::Message => {}
+    }
+    NetStats::add(&stats.received);
+    let source = Source {
+        transport: TransportKind::Udp,
+        peer,
+        local: endpoint.local,
+        connection: None,
+        received_at,
+    };
+    // Copied rather than split from a shared buffer: the handler may keep the message (or
+    // slices of it) for long, and must not pin a large receive buffer.
+    let bytes = Bytes::copy_from_slice(datagram);
+    // A bug in the handler must not stop UDP for good.
+    if catch_unwind(AssertUnwindSafe(|| handler.on_message(bytes, source))).is_err() {
+        tracing::error!(%peer, "handler panicked on a UDP message");
+    }
+}
+
+/// Sends what this receive thread's handler queued on `endpoint`, with one `sendmmsg` when the
+/// kernel takes them all. Failures are counted and logged (at debug level) here: the handler's
+/// `send` already returned `Ok` for them.
+fn flush_outgoing(shared: &Shared, endpoint: &UdpEndpoint) {
+    OUTGOING.with(|outgoing| {
+        let mut outgoing = outgoing.borrow_mut();
+        if let Some(outgoing) = outgoing.as_mut() {
+            flush_batch(shared, endpoint, &mut outgoing.batch);
+        }
+    });
+}
+
+fn flush_batch(shared: &Shared, endpoint: &UdpEndpoint, batch: &mut SendBatch) {
+    if batch.len() == 0 {
+        return;
+    }
+    let stats = &shared.stats;
+    let sent = batch.flush(&endpoint.socket, |to, error| {
+        NetStats::add(&stats.send_errors);
+        tracing::debug!(local = %endpoint.local, %to, %error, "UDP send failed");
+    });
+    stats.sent.fetch_add(sent as u64, Ordering::Relaxed);
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -182,7 +263,7 @@ fn is_stun(datagram: &[u8]) -> bool {
 pub(crate) fn send(
     shared: &Shared,
     destination: &Destination,
-    bytes: &[u8],
+    bytes: Bytes,
 ) -> Result<(), SendError> {
     let by_local = destination
         .local
@@ -198,7 +279,10 @@ pub(crate) fn send(
             transport: TransportKind::Udp,
             addr: destination.addr,
         })?;
-    match send_nonblocking(&endpoint.socket, bytes, destination.addr) {
+    let Some(bytes) = queue_on_receive_thread(shared, endpoint, destination.addr, bytes) else {
+        return Ok(());
+    };
+    match send_nonblocking(&endpoint.socket, &bytes, destination.addr) {
         Ok(_) => {
             NetStats::add(&shared.stats.sent);
             Ok(())
@@ -206,6 +290,42 @@ pub(crate) fn send(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(SendError::QueueFull),
         Err(e) => Err(SendError::Io(e)),
     }
+}
+
+/// On the receive thread of `endpoint`, queues the datagram for the end of the batch being
+/// handled (sending the queue at once if it is long) and returns `None`; anywhere else returns
+/// the bytes to be sent now.
+fn queue_on_receive_thread(
+    shared: &Shared,
+    endpoint: &UdpEndpoint,
+    to: SocketAddr,
+    bytes: Bytes,
+) -> Option<Bytes> {
+    OUTGOING.with(|outgoing| {
+        // Not borrowed elsewhere while a handler runs: the receive loop only borrows it
+        // between handler calls. `try_` anyway, so a surprise means an immediate send, never
+        // a panic.
+        let Ok(mut outgoing) = outgoing.try_borrow_mut() else {
+            return Some(bytes);
+        };
+        let Some(outgoing) = outgoing
+            .as_mut()
+            .filter(|o| std::ptr::eq(o.endpoint, endpoint))
+        else {
+            return Some(bytes);
+        };
+        outgoing.batch.push(to, bytes);
+        if outgoing.batch.len() >= SEND_BATCH {
+            flush_batch(shared, endpoint, &mut outgoing.batch);
+        }
+        None
+    })
+}
+
+/// Datagrams queued on this thread for the end of its batch (tests).
+#[cfg(test)]
+pub(crate) fn queued_here() -> usize {
+    OUTGOING.with(|outgoing| outgoing.borrow().as_ref().map_or(0, |o| o.batch.len()))
 }
 
 /// `send_to` that fails with `WouldBlock` instead of waiting when the socket buffer is full:
@@ -220,7 +340,233 @@ fn send_nonblocking(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{mpsc, OnceLock};
+
+    use confab_sip::transport::Transmit;
+    use parking_lot::Mutex;
+
     use super::*;
+    use crate::{NetConfig, TransportHandle, Transports};
+
+    const WAIT: Duration = Duration::from_secs(5);
+    const MAX: usize = 300;
+
+    /// Echoes every message to its sender. A message ending in `fail` first sends a datagram
+    /// the kernel refuses (to port 0); one ending in `many` first sends 100 numbered datagrams.
+    /// Reports each message with the datagrams queued on the thread after it; the first message
+    /// then waits until `hold` is released, so the test can line up a burst behind it.
+    struct Echo {
+        out: OnceLock<TransportHandle>,
+        events: mpsc::Sender<(Vec<u8>, usize)>,
+        hold: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    impl Handler for Echo {
+        fn on_message(&self, bytes: Bytes, source: Source) {
+            let out = self.out.get().expect("handle");
+            let send = |addr: SocketAddr, bytes: Bytes| {
+                let destination = Destination {
+                    transport: TransportKind::Udp,
+                    addr,
+                    connection: None,
+                    local: Some(source.local),
+                };
+                out.send(Transmit { destination, bytes })
+                    .expect("a queued send is Ok");
+            };
+            if bytes.ends_with(b"fail") {
+                send(([127, 0, 0, 1], 0).into(), Bytes::from_static(b"refused"));
+            }
+            if bytes.ends_with(b"many") {
+                for i in 0..100 {
+                    send(source.peer, Bytes::from(format!("n{i}")));
+                }
+            }
+            send(source.peer, bytes.clone());
+            let _ = self.events.send((bytes.to_vec(), queued_here()));
+            if let Some(hold) = self.hold.lock().take() {
+                let _ = hold.recv_timeout(WAIT);
+            }
+        }
+    }
+
+    struct Server {
+        transports: Transports,
+        addr: SocketAddr,
+        events: mpsc::Receiver<(Vec<u8>, usize)>,
+    }
+
+    async fn start(hold: Option<mpsc::Receiver<()>>) -> Server {
+        let transports = Transports::bind(NetConfig {
+            udp: vec![([127, 0, 0, 1], 0).into()],
+            max_message_size: MAX,
+            tls_dir: std::env::temp_dir().join("confab-net-unused"),
+            ..NetConfig::default()
+        })
+        .await
+        .expect("bind");
+        let (tx, events) = mpsc::channel();
+        let echo = Arc::new(Echo {
+            out: OnceLock::new(),
+            events: tx,
+            hold: Mutex::new(hold),
+        });
+        let _ = echo.out.set(transports.handle());
+        transports.start(echo);
+        let addr = transports.local_addrs()[0].1;
+        Server {
+            transports,
+            addr,
+            events,
+        }
+    }
+
+    impl Server {
+        fn event(&self) -> (Vec<u8>, usize) {
+            self.events.recv_timeout(WAIT).expect("no message in time")
+        }
+
+        /// Waits (bounded) until the counters match: `sent` is counted right after the send
+        /// call returns, which may be just after the datagram has arrived.
+        fn wait_stats(&self, check: impl Fn(&crate::NetStatsSnapshot) -> bool) {
+            let stats = self.transports.stats();
+            let deadline = Instant::now() + WAIT;
+            while !check(&stats.snapshot()) {
+                assert!(Instant::now() < deadline, "{:?}", stats.snapshot());
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    fn client() -> std::net::UdpSocket {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(WAIT)).unwrap();
+        client
+    }
+
+    fn recv(client: &std::net::UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 2048];
+        let (len, from) = client.recv_from(&mut buf).expect("no datagram in time");
+        (buf[..len].to_vec(), from)
+    }
+
+    fn sip(tag: &str, body: &str) -> Vec<u8> {
+        format!(
+            "MESSAGE sip:bob@example.com SIP/2.0\r\nCall-ID: {tag}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_handled_in_order_and_answered_in_order_with_one_flush_per_batch() {
+        let (release, hold) = mpsc::channel();
+        let server = start(Some(hold)).await;
+        let client = client();
+        let first = sip("first", "");
+        client.send_to(&first, server.addr).unwrap();
+        // The handler holds the receive thread inside the first message's batch now.
+        assert_eq!(server.event(), (first.clone(), 1));
+
+        // Its echo waits for the end of the batch...
+        client.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            client
+                .recv_from(&mut buf)
+                .map_err(|e| e.kind())
+                .unwrap_err(),
+            io::ErrorKind::WouldBlock,
+            "an answer sent during a batch left before the batch ended"
+        );
+        client.set_nonblocking(false).unwrap();
+        // ...while a send from another thread leaves at once.
+        let handle = server.transports.handle();
+        handle
+            .send(Transmit {
+                destination: Destination {
+                    transport: TransportKind::Udp,
+                    addr: client.local_addr().unwrap(),
+                    connection: None,
+                    local: None,
+                },
+                bytes: Bytes::from_static(b"other thread"),
+            })
+            .unwrap();
+        assert_eq!(recv(&client), (b"other thread".to_vec(), server.addr));
+
+        // A burst lined up behind the held message, with the datagrams that never reach the
+        // handler mixed in: a keep-alive, binary garbage; and an oversize one that does.
+        let mut expected = Vec::new();
+        for i in 0..10 {
+            let message = sip(&format!("m{i}"), if i == 8 { "fail" } else { "" });
+            client.send_to(&message, server.addr).unwrap();
+            expected.push(message);
+            match i {
+                2 => drop(client.send_to(b"\r\n\r\n", server.addr).unwrap()),
+                4 => drop(client.send_to(&[0x16; 40], server.addr).unwrap()),
+                6 => {
+                    let big = sip("big", &"x".repeat(MAX));
+                    client.send_to(&big, server.addr).unwrap();
+                    // Handed up cut to MAX + 1 bytes.
+                    expected.push(big[..MAX + 1].to_vec());
+                }
+                _ => {}
+            }
+        }
+        release.send(()).unwrap();
+
+        let mut batches = 0;
+        let mut queued_before = usize::MAX;
+        for message in &expected {
+            let (bytes, queued) = server.event();
+            assert_eq!(&bytes, message);
+            if queued <= queued_before {
+                batches += 1;
+            }
+            queued_before = queued;
+        }
+        // All of it is queued in the socket before the receive thread reads again, so one
+        // batch in practice; tolerate a late loopback delivery splitting it.
+        assert!(
+            batches <= 2,
+            "{batches} batches for a burst of {}",
+            expected.len()
+        );
+
+        // Every answer arrives, in order, from the receiving socket; the refused datagram in the
+        // middle stopped none of them.
+        assert_eq!(recv(&client), (first, server.addr));
+        for message in &expected {
+            assert_eq!(&recv(&client), &(message.clone(), server.addr));
+        }
+        server.wait_stats(|s| {
+            (
+                s.received,
+                s.sent,
+                s.dropped_oversize,
+                s.dropped_garbage,
+                s.send_errors,
+            ) == (12, 13, 1, 1, 1)
+        });
+        server.transports.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_long_output_leaves_in_chunks_in_order() {
+        let server = start(None).await;
+        let client = client();
+        let message = sip("fan-out", "many");
+        client.send_to(&message, server.addr).unwrap();
+        // 101 datagrams: the first SEND_BATCH left mid-batch, the rest at its end.
+        assert_eq!(server.event(), (message.clone(), 101 - SEND_BATCH));
+        for i in 0..100 {
+            assert_eq!(recv(&client).0, format!("n{i}").into_bytes());
+        }
+        assert_eq!(recv(&client).0, message);
+        server.wait_stats(|s| s.sent == 101 && s.send_errors == 0);
+        server.transports.shutdown().await;
+    }
 
     #[test]
     fn classify_datagrams() {
