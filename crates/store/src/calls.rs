@@ -1,6 +1,9 @@
 //! The calls table: one record per call attempt, written behind by the server, read by
 //! `confab calls` and, later, the central call log.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::sync::OnceLock;
+
 use serde::Serialize;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -138,43 +141,50 @@ impl Store {
     /// slice win over earlier ones for the same call.
     ///
     /// An ended call is final: a row that is not `"ended"` never overwrites a stored `"ended"`
-    /// one, so a late ringing or active snapshot cannot bring a finished call back to life.
+    /// one, so a late ringing or active snapshot cannot bring a finished call back to life. The
+    /// same holds inside the slice: an ended row is not undone by a later non-ended one.
+    ///
+    /// The batch is first collapsed to one row per call, then written up to 200 rows per
+    /// `INSERT`, so a batch of hundreds of records costs a handful
+    /// of round trips to the database thread instead of one per row.
     pub async fn save_calls(&self, rows: &[CallRecordRow]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
+        let unique = collapse_calls(rows);
         let mut tx = self.begin_write().await?;
-        for c in rows {
-            sqlx::query(&format!(
-                "INSERT INTO calls ({CALL_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (call_id) DO UPDATE SET \
-                 caller = excluded.caller, caller_device = excluded.caller_device, \
-                 callee = excluded.callee, callee_user = excluded.callee_user, \
-                 devices_tried = excluded.devices_tried, answered_by = excluded.answered_by, \
-                 started_at = excluded.started_at, answered_at = excluded.answered_at, \
-                 ended_at = excluded.ended_at, state = excluded.state, \
-                 disposition = excluded.disposition, final_status = excluded.final_status, \
-                 end_reason = excluded.end_reason, media = excluded.media \
-                 WHERE calls.state <> '{CALL_ENDED}' OR excluded.state = '{CALL_ENDED}'"
-            ))
-            .bind(&c.call_id)
-            .bind(&c.caller)
-            .bind(&c.caller_device)
-            .bind(&c.callee)
-            .bind(&c.callee_user)
-            .bind(encode_string_array(&c.devices_tried))
-            .bind(&c.answered_by)
-            .bind(c.started_at)
-            .bind(c.answered_at)
-            .bind(c.ended_at)
-            .bind(&c.state)
-            .bind(&c.disposition)
-            .bind(c.final_status.map(i64::from))
-            .bind(&c.end_reason)
-            .bind(&c.media)
-            .execute(&mut *tx)
-            .await?;
+        for chunk in unique.chunks(CALLS_PER_STATEMENT) {
+            let full = chunk.len() == CALLS_PER_STATEMENT;
+            let tail_sql;
+            let sql: &str = if full {
+                static FULL: OnceLock<String> = OnceLock::new();
+                FULL.get_or_init(|| upsert_calls_sql(CALLS_PER_STATEMENT))
+            } else {
+                tail_sql = upsert_calls_sql(chunk.len());
+                &tail_sql
+            };
+            // Only the full-size statement is worth keeping prepared; a tail of any size would
+            // evict it from the connection's statement cache.
+            let mut query = sqlx::query(sql).persistent(full);
+            for c in chunk {
+                query = query
+                    .bind(&c.call_id)
+                    .bind(&c.caller)
+                    .bind(&c.caller_device)
+                    .bind(&c.callee)
+                    .bind(&c.callee_user)
+                    .bind(encode_string_array(&c.devices_tried))
+                    .bind(&c.answered_by)
+                    .bind(c.started_at)
+                    .bind(c.answered_at)
+                    .bind(c.ended_at)
+                    .bind(&c.state)
+                    .bind(&c.disposition)
+                    .bind(c.final_status.map(i64::from))
+                    .bind(&c.end_reason)
+                    .bind(&c.media);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -217,6 +227,81 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Rows per multi-row `INSERT` of [`Store::save_calls`]: 200 × 15 = 3,000 bound values, far
+/// under SQLite's default limit of 32,766.
+const CALLS_PER_STATEMENT: usize = 200;
+/// Columns in [`CALL_COLUMNS`], one bound value each.
+const CALL_COLUMN_COUNT: usize = 15;
+// SQLite's default SQLITE_MAX_VARIABLE_NUMBER.
+const _: () = assert!(CALLS_PER_STATEMENT * CALL_COLUMN_COUNT <= 32_766);
+
+/// The upsert of `rows` call records in one statement. `excluded` is the proposed row, so the
+/// `WHERE` is checked per row: a stored ended call is only ever replaced by an ended row.
+fn upsert_calls_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO calls ({CALL_COLUMNS}) VALUES {} \
+         ON CONFLICT (call_id) DO UPDATE SET \
+         caller = excluded.caller, caller_device = excluded.caller_device, \
+         callee = excluded.callee, callee_user = excluded.callee_user, \
+         devices_tried = excluded.devices_tried, answered_by = excluded.answered_by, \
+         started_at = excluded.started_at, answered_at = excluded.answered_at, \
+         ended_at = excluded.ended_at, state = excluded.state, \
+         disposition = excluded.disposition, final_status = excluded.final_status, \
+         end_reason = excluded.end_reason, media = excluded.media \
+         WHERE calls.state <> '{CALL_ENDED}' OR excluded.state = '{CALL_ENDED}'",
+        values_placeholders(rows, CALL_COLUMN_COUNT)
+    )
+}
+
+/// `($1, $2), ($3, $4)` for `rows` = 2 and `columns` = 2: the `VALUES` list of a multi-row
+/// statement, numbered in row order.
+pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 6);
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// One row per `call_id`, in order of first appearance: the row applying the slice in order
+/// would leave, were each upserted on its own. That is the last one, except that a row not
+/// `"ended"` does not replace an `"ended"` one before it (ended is final).
+///
+/// Needed for correctness, not only speed: two rows with the same `call_id` in one multi-row
+/// `INSERT` would both take the `ON CONFLICT` path (and PostgreSQL refuses that outright).
+fn collapse_calls(rows: &[CallRecordRow]) -> Vec<&CallRecordRow> {
+    let mut slot: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<&CallRecordRow> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match slot.entry(row.call_id.as_str()) {
+            Entry::Occupied(entry) => {
+                let kept = &mut out[*entry.get()];
+                if kept.state != CALL_ENDED || row.state == CALL_ENDED {
+                    *kept = row;
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(out.len());
+                out.push(row);
+            }
+        }
+    }
+    out
 }
 
 /// A `LIKE` pattern matching any URI whose user part is `user` (`sip:alice@…`, `<sips:alice@…>`).
@@ -369,6 +454,39 @@ mod tests {
         ] {
             assert_eq!(decode_string_array(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn placeholders_number_rows_in_order() {
+        assert_eq!(values_placeholders(1, 1), "($1)");
+        assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(CALL_COLUMNS.split(',').count(), CALL_COLUMN_COUNT);
+    }
+
+    #[test]
+    fn collapse_keeps_the_last_row_but_ended_is_final() {
+        let row = |id: &str, state: &str, at: i64| {
+            let mut r = CallRecordRow::ringing(id, "alice", "bob", at);
+            r.state = state.to_owned();
+            r
+        };
+        let rows = [
+            row("a", CALL_RINGING, 1),
+            row("b", CALL_RINGING, 2),
+            row("a", CALL_ACTIVE, 3),
+            row("c", CALL_ENDED, 4),
+            row("a", CALL_ENDED, 5),
+            row("c", CALL_RINGING, 6),
+            row("a", CALL_ACTIVE, 7),
+            row("b", CALL_ACTIVE, 8),
+            row("a", CALL_ENDED, 9),
+        ];
+        let kept: Vec<(&str, i64)> = collapse_calls(&rows)
+            .into_iter()
+            .map(|r| (r.call_id.as_str(), r.started_at))
+            .collect();
+        assert_eq!(kept, [("a", 9), ("b", 8), ("c", 4)]);
+        assert!(collapse_calls(&[]).is_empty());
     }
 
     #[test]
