@@ -4,13 +4,13 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::pool::{self, PortPair, PortPool};
+use crate::pool::{self, Acquired, PortPool, Ports, Shortage};
 use crate::relay::{LatchConfig, Leg, RemoteMedia, SessionStats};
-use crate::sys::EventFd;
+use crate::sys::{self, EventFd};
 use crate::worker::{Command, Worker};
 use crate::Error;
 
@@ -36,6 +36,20 @@ pub struct MediaConfig {
     /// machine). Adds at most this much latency, and only under load; zero turns it off.
     /// Default 200 µs: 1 % of a 20 ms packet interval.
     pub coalesce: Duration,
+    /// A released session's port pairs are parked: their sockets stay open and bound (and
+    /// polled: whatever reaches them is discarded, see [`MediaEngine::stale_datagrams`]) so
+    /// that a later session reuses them instead of creating and binding new sockets, the
+    /// costliest part of a call's relay set-up and tear-down. A parked pair is reused only
+    /// after this long, so that a late packet of the ended call does not reach (and latch) the
+    /// next one, unless no free port is left. Default 2 s.
+    pub park_cooling: Duration,
+    /// Most port pairs parked at once (over all workers); a release beyond that closes the
+    /// sockets as without parking. Zero turns parking off. Default 4,096 pairs (8,192 open
+    /// sockets). Lowered at start to an eighth of the process's soft `RLIMIT_NOFILE` (a quarter
+    /// of the descriptors), so that parked sockets never starve SIP connections or the
+    /// database; if new sockets still fail for lack of descriptors, parked pairs are reused
+    /// (or closed) instead.
+    pub park_max_pairs: usize,
 }
 
 /// See [`MediaConfig::coalesce`].
@@ -53,6 +67,8 @@ impl Default for MediaConfig {
             command_queue: 1024,
             latch: LatchConfig::default(),
             coalesce: Duration::from_micros(200),
+            park_cooling: Duration::from_secs(2),
+            park_max_pairs: 4096,
         }
     }
 }
@@ -78,7 +94,13 @@ impl fmt::Display for SessionId {
 /// Calling contract: every method is synchronous, may be called from any thread (clone the
 /// engine freely: clones share the workers), and waits only for the owning worker to reach its
 /// next batch boundary (micro- to milliseconds). The engine stops when the last clone and the
-/// last [`MediaSession`] are dropped; stopping closes every socket and frees every port.
+/// last [`MediaSession`] are dropped; stopping closes every socket (parked ones too) and frees
+/// every port.
+///
+/// Port pairs of ended sessions are parked for reuse (see [`MediaConfig::park_cooling`]).
+/// A parked pair stays with the worker that polled its session and is reused only by a session
+/// placed on that worker, so its epoll registration never moves; when the free ports run out
+/// and no single worker has two pairs to give, the workers close their parked pairs first.
 #[derive(Clone)]
 pub struct MediaEngine {
     inner: Arc<Inner>,
@@ -97,7 +119,7 @@ struct WorkerHandle {
 
 struct Inner {
     config: MediaConfig,
-    pool: Arc<Mutex<PortPool>>,
+    ports: Arc<Ports>,
     workers: Vec<WorkerHandle>,
     next_id: AtomicU64,
 }
@@ -139,12 +161,23 @@ impl MediaEngine {
                 "bind_ip and advertise_ip are of different families",
             ));
         }
-        let pool = Arc::new(Mutex::new(PortPool::new(config.port_min, config.port_max)?));
         let count = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
         .min(256);
+        // Parked sockets must not take the descriptors that SIP connections, the database
+        // and live calls need: at most an eighth of the soft limit (two per pair).
+        let park_cap = sys::open_files_limit().map_or(config.park_max_pairs, |limit| {
+            config
+                .park_max_pairs
+                .min(usize::try_from(limit / 8).unwrap_or(usize::MAX))
+        });
+        let ports = Arc::new(Ports::new(
+            PortPool::new(config.port_min, config.port_max, count)?,
+            config.park_cooling,
+            park_cap,
+        ));
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             let (commands, receiver) = mpsc::sync_channel(config.command_queue.max(1));
@@ -152,6 +185,8 @@ impl MediaEngine {
             let sessions = Arc::new(AtomicUsize::new(0));
             let pending = Arc::new(AtomicBool::new(false));
             let worker = Worker::new(
+                i,
+                Arc::clone(&ports),
                 receiver,
                 Arc::clone(&wake),
                 Arc::clone(&pending),
@@ -174,7 +209,7 @@ impl MediaEngine {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                pool,
+                ports,
                 workers,
                 next_id: AtomicU64::new(1),
             }),
@@ -185,10 +220,12 @@ impl MediaEngine {
         &self.inner.config
     }
 
-    /// Binds two RTP/RTCP port pairs (leg A faces the caller, leg B the callee) on the calling
-    /// thread and hands them to the least busy worker without waiting for it: datagrams that
-    /// arrive before the worker polls the sockets wait in their receive buffers. The returned
-    /// guard releases the session when dropped.
+    /// Takes two RTP/RTCP port pairs (leg A faces the caller, leg B the callee) on the calling
+    /// thread, parked ones that have cooled if the least busy worker has them, else newly bound
+    /// ones, and hands them to that worker without waiting for it: datagrams that arrive before
+    /// the worker polls the sockets wait in their receive buffers. A reused pair is drained of
+    /// what it received while parked first. The returned guard releases the session when
+    /// dropped.
     pub fn allocate(&self) -> Result<MediaSession, Error> {
         self.allocate_with(true)
     }
@@ -201,19 +238,17 @@ impl MediaEngine {
     }
 
     fn allocate_with(&self, wake: bool) -> Result<MediaSession, Error> {
-        let a = pool::bind_pair(&self.inner.pool, self.inner.config.bind_ip)?;
-        let b = pool::bind_pair(&self.inner.pool, self.inner.config.bind_ip)?;
-        let (a_port, b_port) = (a.rtp_port(), b.rtp_port());
-        let worker = self
+        let least_busy = self
             .inner
             .workers
             .iter()
             .enumerate()
             .min_by_key(|(_, w)| w.sessions.load(Ordering::Relaxed))
             .map_or(0, |(i, _)| i);
+        let (worker, legs) = self.acquire_legs(least_busy)?;
+        let (a_port, b_port) = (legs[0].rtp_port(), legs[1].rtp_port());
         let serial = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id = SessionId((serial << 8) | worker as u64);
-        let legs: Box<[PortPair; 2]> = Box::new([a, b]);
         // Counted here (the worker uncounts a session it fails to poll), so that the count and
         // the choice of the least busy worker do not lag behind the queue.
         self.inner.workers[worker]
@@ -233,6 +268,70 @@ impl MediaEngine {
             b: SocketAddr::new(ip, b_port),
             released: false,
         })
+    }
+
+    /// Two pairs for a session and the worker they belong to (`preferred` if it can have them).
+    fn acquire_legs(&self, preferred: usize) -> Result<(usize, [Acquired; 2]), Error> {
+        let ports = &self.inner.ports;
+        let ip = self.inner.config.bind_ip;
+        for round in 0..2 {
+            let chosen = ports.lock().choose_worker(preferred);
+            let worker = match chosen {
+                Ok(w) => w,
+                Err(Shortage::Scattered) if round == 0 => {
+                    // Rare: the range is full and the parked pairs are spread one per worker.
+                    self.evict_parked()?;
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let now = Instant::now();
+            let acquired =
+                pool::acquire(ports, worker, ip, now).and_then(|a| {
+                    match pool::acquire(ports, worker, ip, now) {
+                        Ok(b) => Ok([a, b]),
+                        Err(e) => {
+                            pool::give_back(ports, worker, a);
+                            Err(e)
+                        }
+                    }
+                });
+            match acquired {
+                Ok(legs) => {
+                    pool::drain(ports, &legs);
+                    return Ok((worker, legs));
+                }
+                // No descriptor left for a new socket, and parked ones hold some: close them.
+                Err(Error::Io(e))
+                    if round == 0 && sys::out_of_descriptors(&e) && ports.parked_pairs() > 0 =>
+                {
+                    self.evict_parked()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ports.lock().no_free_ports())
+    }
+
+    /// Has every worker with parked pairs close them (their ports go back to the free queue).
+    fn evict_parked(&self) -> Result<(), Error> {
+        tracing::debug!(
+            parked = self.inner.ports.parked_pairs(),
+            "media: closing parked port pairs to make room"
+        );
+        for (i, w) in self.inner.workers.iter().enumerate() {
+            if self.inner.ports.lock().parked_on(i) == 0 {
+                continue;
+            }
+            let (reply, answer) = mpsc::sync_channel(1);
+            w.commands
+                .send(Command::Evict { reply })
+                .map_err(|_| Error::Stopped)?;
+            w.pending.store(true, Ordering::SeqCst);
+            w.wake.wake();
+            answer.recv().map_err(|_| Error::Stopped)?;
+        }
+        Ok(())
     }
 
     /// Allocates one session per media stream (m-line) of a call, all or nothing: if one fails,
@@ -317,15 +416,16 @@ impl MediaEngine {
             .ok_or(Error::UnknownSession(id))
     }
 
-    /// Ends the session: its sockets are closed and its ports are back in the pool when this
-    /// returns. Returns the final statistics.
+    /// Ends the session: when this returns its port pairs are parked for reuse (or, beyond
+    /// [`MediaConfig::park_max_pairs`], closed and back in the free range) and no longer count
+    /// in [`allocated_ports`](Self::allocated_ports). Returns the final statistics.
     pub fn release(&self, id: SessionId) -> Result<SessionStats, Error> {
         self.request(id, |reply| Command::Release { id, reply })?
             .ok_or(Error::UnknownSession(id))
     }
 
-    /// Ends the session without waiting: its sockets are closed and its ports freed once the
-    /// worker gets to it, after the next [`flush`](Self::flush) (or any other wake-up of that
+    /// Ends the session without waiting: its pairs are parked (or closed) once the worker gets
+    /// to it, after the next [`flush`](Self::flush) (or any other wake-up of that
     /// worker); the final statistics come from [`PendingRelease::wait`].
     pub fn release_deferred(&self, id: SessionId) -> Result<PendingRelease, Error> {
         let (reply, answer) = mpsc::sync_channel(1);
@@ -337,9 +437,22 @@ impl MediaEngine {
         })
     }
 
-    /// Ports (RTP and RTCP) currently bound by sessions.
+    /// Ports (RTP and RTCP) of live sessions: two per leg, from allocation until release.
+    /// Parked pairs do not count (see [`parked_pairs`](Self::parked_pairs)): zero means no
+    /// session holds a port, although parked sockets may still be bound.
     pub fn allocated_ports(&self) -> usize {
-        pool::leased_ports(&self.inner.pool)
+        self.inner.ports.session_ports()
+    }
+
+    /// Port pairs of ended sessions kept open for reuse (two bound sockets each).
+    pub fn parked_pairs(&self) -> usize {
+        self.inner.ports.parked_pairs()
+    }
+
+    /// Datagrams that reached a parked pair (late packets of ended calls, strays) and were
+    /// discarded, since the engine started.
+    pub fn stale_datagrams(&self) -> u64 {
+        self.inner.ports.stale()
     }
 
     /// Live sessions over all workers.
@@ -423,8 +536,8 @@ impl PendingRelease {
     }
 }
 
-/// A relayed session's ports; releases the session (closing its sockets and freeing its ports)
-/// when dropped, however the call ends.
+/// A relayed session's ports; releases the session (parking or closing its sockets) when
+/// dropped, however the call ends.
 #[must_use = "dropping the session releases its ports"]
 pub struct MediaSession {
     engine: MediaEngine,

@@ -13,7 +13,10 @@
 //! - [`MediaEngine`]: worker threads, each an epoll loop over the sockets of its sessions, with
 //!   batched `recvmmsg`/`sendmmsg` and no task, lock or allocation per packet. The call core
 //!   drives it through a small synchronous API (allocate, set the SDP address, statistics,
-//!   release); a [`MediaSession`] guard releases its ports however the call ends.
+//!   release); a [`MediaSession`] guard releases its ports however the call ends. Released
+//!   port pairs are parked (sockets kept bound and polled, what reaches them discarded) and
+//!   reused by later sessions once they have cooled ([`MediaConfig::park_cooling`]), which
+//!   spares a call the kernel's socket set-up and tear-down.
 //!
 //! What this crate does not do (yet): transcoding, SRTP/DTLS, mixing, recording; it never
 //! rewrites a packet.

@@ -55,13 +55,6 @@ impl Epoll {
         Ok(())
     }
 
-    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: as in `add`; the event is ignored by EPOLL_CTL_DEL.
-        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) })?;
-        Ok(())
-    }
-
     /// Waits for readiness (timeout in ms, -1 = forever); returns how many tokens are ready,
     /// read with [`token`](Self::token). An interrupted wait returns 0.
     pub(crate) fn wait(&mut self, timeout_ms: i32) -> io::Result<usize> {
@@ -371,6 +364,113 @@ impl SendBatch {
     }
 }
 
+/// A UDP socket bound to `addr`, non-blocking and close-on-exec from the `socket` call itself
+/// (two system calls; `std`'s bind plus `set_nonblocking` take three).
+pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let family = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    let flags = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain system call; the result is checked before it is owned.
+    let fd = cvt(unsafe { libc::socket(family, flags, 0) })?;
+    // SAFETY: a fresh descriptor owned by nothing else; closed on every path from here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = RawAddr::new(addr);
+    // SAFETY: `raw.storage` holds a valid socket address of `raw.len` bytes.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw.storage as *const libc::sockaddr_in6).cast(),
+            raw.len,
+        )
+    })?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// At most this many datagrams are discarded per [`discard_queued`] call: a receive buffer
+/// holds a few hundred at most, so the bound only guards against a flood racing the drain.
+const DRAIN_MAX: usize = 4096;
+
+/// Reads and discards every datagram queued on a non-blocking socket (copying at most a byte
+/// of each) and clears a pending socket error; returns how many datagrams it discarded.
+pub(crate) fn discard_queued(fd: RawFd) -> usize {
+    let mut byte = 0u8;
+    let mut discarded = 0;
+    for _ in 0..DRAIN_MAX {
+        // SAFETY: reads at most one byte into a live buffer; MSG_TRUNC only changes the
+        // returned length.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n >= 0 {
+            discarded += 1;
+            continue;
+        }
+        match io::Error::last_os_error().kind() {
+            // Reported once, then cleared: look again.
+            io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused => continue,
+            _ => break, // WouldBlock: empty
+        }
+    }
+    discarded
+}
+
+/// The process's soft limit on open descriptors (`RLIMIT_NOFILE`), if it has one.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: writes one rlimit into a live value.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }).ok()?;
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Whether an error says the process (or the system) has no descriptor left.
+pub(crate) fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// [`discard_queued`] for several sockets with one system call when all are empty (the
+/// usual case): `poll` first, then only the readable ones are read. Returns how many
+/// datagrams were discarded.
+pub(crate) fn discard_queued_all(fds: &[RawFd]) -> usize {
+    let mut polled = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 4];
+    let mut discarded = 0;
+    for chunk in fds.chunks(polled.len()) {
+        for (p, &fd) in polled.iter_mut().zip(chunk) {
+            *p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+        }
+        let polled = &mut polled[..chunk.len()];
+        // SAFETY: `polled` is a live array of `len` pollfds; timeout 0 never blocks.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, 0) };
+        if ready == 0 {
+            continue;
+        }
+        for p in polled.iter() {
+            // On a failed poll, read them all: a read of an empty socket is harmless.
+            if ready < 0 || p.revents != 0 {
+                discarded += discard_queued(p.fd);
+            }
+        }
+    }
+    discarded
+}
+
 /// Moves a `std` UDP socket's descriptor value out for registration, keeping ownership.
 pub(crate) fn raw(socket: &std::net::UdpSocket) -> RawFd {
     socket.as_raw_fd()
@@ -379,6 +479,45 @@ pub(crate) fn raw(socket: &std::net::UdpSocket) -> RawFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bound_sockets_are_nonblocking_and_close_on_exec_and_drain() {
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd = socket.as_raw_fd();
+        // SAFETY: plain fcntl queries on a live descriptor.
+        let (fl, fd_flags) = unsafe {
+            (
+                libc::fcntl(fd, libc::F_GETFL),
+                libc::fcntl(fd, libc::F_GETFD),
+            )
+        };
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        assert_ne!(fd_flags & libc::FD_CLOEXEC, 0);
+        let to = socket.local_addr().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for len in [0, 1, 172, 1500] {
+            sender.send_to(&vec![7u8; len], to).unwrap();
+        }
+        // Loopback delivers at once in practice; bounded wait all the same.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut discarded = 0;
+        while discarded < 4 && std::time::Instant::now() < deadline {
+            discarded += discard_queued(fd);
+        }
+        assert_eq!(discarded, 4);
+        assert_eq!(discard_queued(fd), 0);
+        let other = bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        sender.send_to(b"x", other.local_addr().unwrap()).unwrap();
+        let both = [fd, other.as_raw_fd()];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut discarded = 0;
+        while discarded < 1 && std::time::Instant::now() < deadline {
+            discarded += discard_queued_all(&both);
+        }
+        assert_eq!((discarded, discard_queued_all(&both)), (1, 0));
+        let taken = bind_udp(to).map(|_| ()).unwrap_err();
+        assert_eq!(taken.kind(), io::ErrorKind::AddrInUse);
+    }
 
     #[test]
     fn raw_addr_round_trips() {

@@ -11,6 +11,11 @@
 //! Under load the worker pauses for `MediaConfig::coalesce` between turns, so that each
 //! wake-up finds many datagrams: on this kind of virtual machine a wake-up costs more than a
 //! datagram (see `crates/media/bench/media.sh`).
+//!
+//! Sessions end by parking their port pairs (see [`crate::pool`]): the sockets stay open and
+//! registered, and the worker reads and discards whatever reaches them until an allocation
+//! claims them for a new session on this worker. An epoll token names a port, not a session,
+//! so parking and reuse change only the worker's table, never the epoll set.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,7 +25,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pool::PortPair;
+use crate::pool::{state, Acquired, Parked, PortPair, Ports};
 use crate::relay::{
     Channel, DropReason, LatchConfig, Leg, RelaySession, RemoteMedia, SessionStats, Verdict,
 };
@@ -33,7 +38,7 @@ use crate::{SessionId, COALESCE_MIN_PACKETS};
 pub(crate) enum Command {
     Add {
         id: SessionId,
-        legs: Box<[PortPair; 2]>,
+        legs: [Acquired; 2],
     },
     SetRemote {
         id: SessionId,
@@ -49,44 +54,61 @@ pub(crate) enum Command {
         id: SessionId,
         reply: SyncSender<Option<SessionStats>>,
     },
+    /// Close every parked pair (their ports go back to the free queue), then answer.
+    Evict {
+        reply: SyncSender<()>,
+    },
     Shutdown,
 }
 
 const WAKE_TOKEN: u64 = u64::MAX;
 /// Commands handled per wake-up before the loop turns back to packets.
 const COMMANDS_PER_TURN: usize = 256;
-const GEN_MASK: u32 = (1 << 30) - 1;
 /// How long a worker keeps collecting commands without eventfd wake-ups after a turn that
 /// found some (see [`Worker::handle_commands`]). Bounds the delay of a fire-and-forget command
 /// under load (a new session's first packets wait that long in its socket buffer at most).
 const COMMAND_LINGER: Duration = Duration::from_millis(5);
+/// Tries of the parked-socket state machine per readiness event (each retry means an
+/// allocating thread changed the state meanwhile).
+const STATE_RETRIES: usize = 4;
 
-fn token(slot: u32, generation: u32, leg: Leg, channel: Channel) -> u64 {
-    (u64::from(slot) << 32)
-        | (u64::from(generation & GEN_MASK) << 2)
-        | ((leg.index() as u64) << 1)
-        | u64::from(channel == Channel::Rtcp)
+/// A socket's epoll token: its port (RTP even, RTCP odd). Stable while the socket lives, so a
+/// pair moves between sessions and the parking list without `epoll_ctl`.
+fn token(port: u16) -> u64 {
+    u64::from(port)
 }
 
-fn untoken(t: u64) -> (usize, u32, Leg, Channel) {
-    let leg = if t & 2 == 0 { Leg::A } else { Leg::B };
-    let channel = if t & 1 == 0 {
+fn channel_of(port: u16) -> Channel {
+    if port & 1 == 0 {
         Channel::Rtp
     } else {
         Channel::Rtcp
-    };
-    (
-        (t >> 32) as usize,
-        ((t as u32) >> 2) & GEN_MASK,
-        leg,
-        channel,
-    )
+    }
+}
+
+/// What a pair of the range is to this worker.
+#[derive(Debug, Default)]
+enum PairUse {
+    /// Not this worker's (free, bound by another worker, or closed).
+    #[default]
+    Idle,
+    /// A leg of the session in `slot`.
+    Session { slot: u32, leg: Leg },
+    /// Parked here (or claimed by an allocation whose `Add` has not arrived yet).
+    Parked(PortPair),
+}
+
+fn set_pair(pairs: &mut Vec<PairUse>, index: usize, what: PairUse) {
+    if index >= pairs.len() {
+        pairs.resize_with(index + 1, PairUse::default);
+    }
+    pairs[index] = what;
 }
 
 struct Entry {
     id: SessionId,
     relay: RelaySession,
-    legs: Box<[PortPair; 2]>,
+    legs: [PortPair; 2],
     /// The kernel form of each (leg, channel) destination, converted when it changes.
     dest: [[Option<(SocketAddr, RawAddr)>; 2]; 2],
 }
@@ -101,13 +123,10 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
-struct Slot {
-    generation: u32,
-    entry: Option<Entry>,
-}
-
 pub(crate) struct Worker {
+    /// This worker's index: its list of parked pairs in the pool.
+    index: usize,
+    ports: Arc<Ports>,
     epoll: Epoll,
     commands: Receiver<Command>,
     wake: Arc<EventFd>,
@@ -121,9 +140,11 @@ pub(crate) struct Worker {
     turn_packets: usize,
     /// While set, `pending` stays set and the worker polls the command queue at this time.
     linger_until: Option<Instant>,
-    slots: Vec<Slot>,
+    slots: Vec<Option<Entry>>,
     free_slots: Vec<u32>,
     by_id: HashMap<SessionId, u32>,
+    /// Indexed by pair ([`Ports::index`]); grown on demand.
+    pairs: Vec<PairUse>,
     recv: RecvBatch,
     send: SendBatch,
     /// Sockets that filled a whole batch (edge-triggered: no new edge will come for what is
@@ -133,7 +154,10 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        index: usize,
+        ports: Arc<Ports>,
         commands: Receiver<Command>,
         wake: Arc<EventFd>,
         pending: Arc<AtomicBool>,
@@ -144,6 +168,8 @@ impl Worker {
         let epoll = Epoll::new(1024)?;
         epoll.add(wake.raw(), WAKE_TOKEN, false)?;
         Ok(Self {
+            index,
+            ports,
             epoll,
             commands,
             wake,
@@ -156,6 +182,7 @@ impl Worker {
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_id: HashMap::new(),
+            pairs: Vec::new(),
             recv: RecvBatch::new(),
             send: SendBatch::new(),
             again: Vec::new(),
@@ -164,7 +191,8 @@ impl Worker {
     }
 
     /// Runs until a `Shutdown` command or until every command sender is gone. Dropping the
-    /// worker closes every socket it still owns and returns the ports to the pool.
+    /// worker closes every socket it still owns (sessions' and parked) and returns the ports to
+    /// the pool.
     pub(crate) fn run(mut self) {
         loop {
             let timeout = if !self.again.is_empty() {
@@ -212,15 +240,33 @@ impl Worker {
         }
     }
 
+    /// A readable socket: relayed if it is a session's, discarded if it is parked. The token
+    /// is looked up afresh, so a token queued before a release or a reuse (later in an epoll
+    /// batch, or in `again`) reaches whatever the port is now: reading it is always right.
     fn handle_readable(&mut self, t: u64) {
-        let (slot, generation, leg, channel) = untoken(t);
-        let Some(entry) = self
-            .slots
-            .get_mut(slot)
-            .filter(|s| s.generation & GEN_MASK == generation)
-            .and_then(|s| s.entry.as_mut())
-        else {
-            return; // released earlier in this turn
+        let Ok(port) = u16::try_from(t) else {
+            return;
+        };
+        let channel = channel_of(port);
+        let Some(index) = self.ports.index(port) else {
+            return;
+        };
+        match self.pairs.get(index) {
+            Some(&PairUse::Session { slot, leg }) => self.relay(t, slot as usize, leg, channel),
+            Some(PairUse::Parked(pair)) => {
+                let fd = match channel {
+                    Channel::Rtp => sys::raw(&pair.rtp),
+                    Channel::Rtcp => sys::raw(&pair.rtcp),
+                };
+                self.discard(t, index, fd);
+            }
+            Some(PairUse::Idle) | None => {}
+        }
+    }
+
+    fn relay(&mut self, t: u64, slot: usize, leg: Leg, channel: Channel) {
+        let Some(entry) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return;
         };
         let n = match self.recv.recv(entry.fd(leg, channel)) {
             Ok(n) => n,
@@ -269,6 +315,57 @@ impl Worker {
         let failed = self.send.flush(entry.fd(out, channel), &self.recv);
         if failed > 0 {
             entry.relay.note_send_failed(leg, failed as u64);
+        }
+    }
+
+    /// A parked socket is readable: read and discard (stale datagrams of an ended call, or
+    /// strays), unless an allocation has claimed the pair. Then the datagrams are the next
+    /// session's: they stay queued and the worker notes that it owes the socket a read (it
+    /// reads it when the session's `Add` arrives; no new edge will come for them).
+    ///
+    /// The claim and this read exclude each other through the pair's state: the worker reads
+    /// only in `DISCARDING`, entered from `PARKED`, and a claim succeeds only from `PARKED`.
+    /// So every datagram discarded here was read before the claim, before the pair's port
+    /// could be offered to anyone.
+    fn discard(&mut self, t: u64, index: usize, fd: i32) {
+        let state = self.ports.state(index);
+        for _ in 0..STATE_RETRIES {
+            match state.compare_exchange(
+                state::PARKED,
+                state::DISCARDING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    let got = self.recv.recv(fd);
+                    state.store(state::PARKED, Ordering::Release);
+                    match got {
+                        Ok(n) => {
+                            self.turn_packets += n;
+                            self.ports.note_stale(n);
+                            if n == sys::BATCH {
+                                self.again.push(t);
+                            }
+                        }
+                        Err(_) => self.again.push(t),
+                    }
+                    return;
+                }
+                Err(current) if current & state::CLAIMED != 0 => {
+                    if state
+                        .compare_exchange(
+                            current,
+                            current | state::MISSED,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
         }
     }
 
@@ -345,6 +442,10 @@ impl Worker {
                 Command::Release { id, reply } => {
                     let _ = reply.send(self.remove(id));
                 }
+                Command::Evict { reply } => {
+                    self.evict_parked();
+                    let _ = reply.send(());
+                }
                 Command::Shutdown => return (n + 1, true),
             }
         }
@@ -353,59 +454,166 @@ impl Worker {
 
     fn entry_mut(&mut self, id: SessionId) -> Option<&mut Entry> {
         let slot = *self.by_id.get(&id)?;
-        self.slots.get_mut(slot as usize)?.entry.as_mut()
+        self.slots.get_mut(slot as usize)?.as_mut()
     }
 
-    fn add(&mut self, id: SessionId, legs: Box<[PortPair; 2]>) -> io::Result<()> {
+    /// Takes a claimed parked pair out of the table for a session. Datagrams the worker left
+    /// queued while the pair was claimed are read next turn.
+    fn unpark(&mut self, port: u16) -> Option<PortPair> {
+        let index = self.ports.index(port)?;
+        let slot = self.pairs.get_mut(index)?;
+        if !matches!(slot, PairUse::Parked(_)) {
+            return None;
+        }
+        let PairUse::Parked(pair) = std::mem::take(slot) else {
+            return None;
+        };
+        let was = self.ports.state(index).swap(state::IDLE, Ordering::AcqRel);
+        if was & state::MISSED != 0 {
+            self.again.push(token(port));
+            self.again.push(token(port + 1));
+        }
+        Some(pair)
+    }
+
+    fn add(&mut self, id: SessionId, legs: [Acquired; 2]) -> io::Result<()> {
+        // Both pairs in hand first: a reused one comes out of the parking table.
+        let mut error = None;
+        let mut fresh = [false; 2];
+        let mut pairs: [Option<PortPair>; 2] = [None, None];
+        for (i, acquired) in legs.into_iter().enumerate() {
+            match acquired {
+                Acquired::Bound(pair) => {
+                    fresh[i] = true;
+                    pairs[i] = Some(pair);
+                }
+                Acquired::Parked(Parked { rtp_port, .. }) => match self.unpark(rtp_port) {
+                    Some(pair) => pairs[i] = Some(pair),
+                    None => error = Some(io::Error::other("claimed pair missing from its worker")),
+                },
+            }
+        }
+        // New sockets join the epoll set under their ports' tokens (reused ones are in it).
+        'register: for (pair, _) in pairs.iter().zip(fresh).filter(|(_, f)| *f) {
+            let Some(pair) = pair else { continue };
+            for (fd, port) in pair
+                .fds()
+                .into_iter()
+                .zip([pair.rtp_port(), pair.rtp_port() + 1])
+            {
+                if error.is_some() {
+                    break 'register;
+                }
+                if let Err(e) = self.epoll.add(fd, token(port), true) {
+                    error = Some(e);
+                }
+            }
+        }
+        let legs = match (error, pairs) {
+            (None, [Some(a), Some(b)]) => [a, b],
+            (error, pairs) => {
+                // Closing a socket takes it out of the epoll set (no descriptor is duplicated).
+                for pair in pairs.into_iter().flatten() {
+                    if let Some(index) = self.ports.index(pair.rtp_port()) {
+                        set_pair(&mut self.pairs, index, PairUse::Idle);
+                    }
+                    drop(pair);
+                }
+                return Err(error.unwrap_or_else(|| io::Error::other("incomplete session")));
+            }
+        };
         let slot = match self.free_slots.pop() {
             Some(s) => s,
             None => {
-                self.slots.push(Slot::default());
+                self.slots.push(None);
                 (self.slots.len() - 1) as u32
             }
         };
-        let entry = Entry {
+        for (leg, pair) in [Leg::A, Leg::B].into_iter().zip(&legs) {
+            if let Some(index) = self.ports.index(pair.rtp_port()) {
+                set_pair(&mut self.pairs, index, PairUse::Session { slot, leg });
+            }
+        }
+        // A new relay state: latching, statistics and remote addresses start afresh.
+        self.slots[slot as usize] = Some(Entry {
             id,
             relay: RelaySession::new(self.latch.clone()),
             legs,
             dest: [[None; 2]; 2],
-        };
-        let generation = self.slots[slot as usize].generation;
-        let mut added = Vec::with_capacity(4);
-        for leg in [Leg::A, Leg::B] {
-            for channel in [Channel::Rtp, Channel::Rtcp] {
-                let fd = entry.fd(leg, channel);
-                if let Err(e) = self
-                    .epoll
-                    .add(fd, token(slot, generation, leg, channel), true)
-                {
-                    for fd in added {
-                        let _ = self.epoll.delete(fd);
-                    }
-                    self.free_slots.push(slot);
-                    return Err(e);
-                }
-                added.push(fd);
-            }
-        }
-        self.slots[slot as usize].entry = Some(entry);
+        });
         self.by_id.insert(id, slot);
         Ok(())
     }
 
+    /// Ends a session: its pairs are parked (sockets kept open and polled, their datagrams
+    /// discarded) or, beyond the cap, closed. Either way its ports stop counting as the
+    /// session's before this returns.
     fn remove(&mut self, id: SessionId) -> Option<SessionStats> {
         let slot = self.by_id.remove(&id)?;
-        let s = self.slots.get_mut(slot as usize)?;
-        let entry = s.entry.take()?;
-        // Stale tokens of this slot (later in this epoll batch) no longer match.
-        s.generation = s.generation.wrapping_add(1);
+        let entry = self.slots.get_mut(slot as usize)?.take()?;
         let stats = entry.relay.stats();
-        // Closing a socket removes it from the epoll set (no descriptor is ever duplicated),
-        // so no EPOLL_CTL_DEL: four system calls fewer per session.
-        drop(entry); // closes the sockets, then returns the ports
+        let now = Instant::now();
+        let mut closing: [Option<PortPair>; 2] = [None, None];
+        {
+            let mut pool = self.ports.lock();
+            for (pair, close) in entry.legs.into_iter().zip(&mut closing) {
+                let Some(index) = self.ports.index(pair.rtp_port()) else {
+                    *close = Some(pair);
+                    continue;
+                };
+                let parked = Parked {
+                    rtp_port: pair.rtp_port(),
+                    at: now,
+                    fds: pair.fds(),
+                };
+                // The state is set before the pair is listed: an allocation claims only
+                // listed pairs, under this lock.
+                self.ports
+                    .state(index)
+                    .store(state::PARKED, Ordering::Release);
+                if pool.park(self.index, parked, self.ports.cap) {
+                    set_pair(&mut self.pairs, index, PairUse::Parked(pair));
+                } else {
+                    self.ports
+                        .state(index)
+                        .store(state::IDLE, Ordering::Release);
+                    set_pair(&mut self.pairs, index, PairUse::Idle);
+                    *close = Some(pair);
+                }
+            }
+        }
+        // Closed outside the lock: returning a lease takes it. No EPOLL_CTL_DEL: closing a
+        // socket removes it from the epoll set (no descriptor is ever duplicated).
+        drop(closing);
         self.free_slots.push(slot);
         self.session_count.fetch_sub(1, Ordering::Relaxed);
         Some(stats)
+    }
+
+    /// Closes every parked pair of this worker that no allocation has claimed.
+    fn evict_parked(&mut self) {
+        let listed = self.ports.lock().take_parked(self.index);
+        for parked in listed {
+            let Some(index) = self.ports.index(parked.rtp_port) else {
+                continue;
+            };
+            if let Some(slot) = self.pairs.get_mut(index) {
+                if matches!(slot, PairUse::Parked(_)) {
+                    self.ports
+                        .state(index)
+                        .store(state::IDLE, Ordering::Release);
+                    drop(std::mem::take(slot)); // closes; the lease frees the ports
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Off the pool's list first, so no allocation can claim a pair closed here; the
+        // sessions' and claimed pairs close with the tables.
+        self.evict_parked();
     }
 }
 
@@ -414,15 +622,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_never_collide_with_wake() {
-        for (slot, generation) in [(0, 0), (7, 3), (u32::MAX - 1, GEN_MASK)] {
-            for leg in [Leg::A, Leg::B] {
-                for channel in [Channel::Rtp, Channel::Rtcp] {
-                    let t = token(slot, generation, leg, channel);
-                    assert_ne!(t, WAKE_TOKEN);
-                    assert_eq!(untoken(t), (slot as usize, generation, leg, channel));
-                }
-            }
+    fn tokens_name_ports_and_never_collide_with_wake() {
+        for port in [0u16, 20000, 20001, u16::MAX] {
+            assert_ne!(token(port), WAKE_TOKEN);
+            assert_eq!(u16::try_from(token(port)), Ok(port));
         }
+        assert_eq!(channel_of(20000), Channel::Rtp);
+        assert_eq!(channel_of(20001), Channel::Rtcp);
     }
 }

@@ -192,29 +192,50 @@ fn rtcp_is_relayed_on_the_port_above() {
 
 #[test]
 fn release_frees_every_port_and_the_range_can_be_used_again() {
-    // 5 pairs: two sessions (4 pairs), a third does not fit.
-    let engine = engine(23060, 23069, 2);
-    for round in 0..3 {
-        let one = engine.allocate().unwrap();
-        let two = engine.allocate().unwrap();
-        assert_eq!(engine.allocated_ports(), 8, "round {round}");
-        assert!(matches!(engine.allocate(), Err(Error::NoFreePorts { .. })));
-        assert_eq!(
-            engine.allocated_ports(),
-            8,
-            "a failed allocation leaks nothing"
-        );
-        assert_eq!(engine.session_count(), 2);
-        // One ends by explicit release, the other by dropping the guard (a call that failed).
-        let _ = engine.release(one.id()).unwrap();
-        drop(two);
-        drop(one); // releasing again is harmless
-        assert_eq!(engine.allocated_ports(), 0);
-        assert_eq!(engine.session_count(), 0);
-    }
-    // The sockets really are closed: the ports can be bound again.
-    for port in 23060..=23069 {
-        UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    // 5 pairs: two sessions (4 pairs), a third does not fit; with parking on (the default)
+    // and off.
+    for park_max_pairs in [MediaConfig::default().park_max_pairs, 0] {
+        let engine = MediaEngine::start(MediaConfig {
+            port_min: 23060,
+            port_max: 23069,
+            workers: 2,
+            park_max_pairs,
+            ..MediaConfig::default()
+        })
+        .unwrap();
+        for round in 0..3 {
+            let one = engine.allocate().unwrap();
+            let two = engine.allocate().unwrap();
+            assert_eq!(engine.allocated_ports(), 8, "round {round}");
+            assert!(matches!(engine.allocate(), Err(Error::NoFreePorts { .. })));
+            assert_eq!(
+                engine.allocated_ports(),
+                8,
+                "a failed allocation leaks nothing"
+            );
+            assert_eq!(engine.session_count(), 2);
+            // One ends by explicit release, the other by dropping the guard (a call that failed).
+            let _ = engine.release(one.id()).unwrap();
+            drop(two);
+            drop(one); // releasing again is harmless
+            assert_eq!(engine.allocated_ports(), 0);
+            assert_eq!(engine.session_count(), 0);
+            // Round 0 used 4 pairs; later ones took the fifth as well (free before parked).
+            let used = if round == 0 { 4 } else { 5 };
+            assert_eq!(engine.parked_pairs(), park_max_pairs.min(used));
+        }
+        if park_max_pairs == 0 {
+            // The sockets really are closed: the ports can be bound again.
+            for port in 23060..=23069 {
+                UdpSocket::bind(("127.0.0.1", port)).unwrap();
+            }
+        } else {
+            // Parked sockets stay bound until the engine stops.
+            drop(engine);
+            for port in 23060..=23069 {
+                UdpSocket::bind(("127.0.0.1", port)).unwrap();
+            }
+        }
     }
 }
 
