@@ -93,19 +93,13 @@ impl Store {
             // flow's last row in the slice. Searched through the PRIMARY KEY and
             // registrations_by_instance, not by a scan. reg_id is cast because PostgreSQL would
             // type an untyped VALUES parameter as text.
+            // Anonymous parameters: see `values_placeholders` for why not `$N`.
             let mut values = String::new();
             for i in 0..chunk.len() {
-                let n = i * 4;
                 if i > 0 {
                     values.push_str(", ");
                 }
-                values.push_str(&format!(
-                    "(${}, ${}, CAST(${} AS BIGINT), ${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4
-                ));
+                values.push_str("(?, ?, CAST(? AS BIGINT), ?)");
             }
             let sql = format!(
                 "DELETE FROM registrations WHERE (aor, contact) IN (\
