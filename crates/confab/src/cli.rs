@@ -213,6 +213,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 async fn serve(cli: &Cli, config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let store = open_store(&config).await?;
     tracing::info!(
         data_dir = %config.server.data_dir.display(),
@@ -904,5 +905,31 @@ mod tests {
             "--password-stdin"
         ])
         .is_err());
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every call holds relay sockets (and
+/// parked ones wait for reuse), every TCP/TLS/WebSocket phone a connection, and the usual soft
+/// default (1,024) is far below what a server needs. Failure only costs capacity.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(
+                from = soft,
+                to = limit.rlim_max,
+                "raised the open-file limit"
+            );
+        }
     }
 }

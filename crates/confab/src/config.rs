@@ -86,6 +86,12 @@ port_min = 20000
 port_max = 29999
 # Relay threads (0: one per core).
 workers = 0
+# Sockets of ended calls stay open and are reused by later calls (creating and binding sockets
+# is the costliest part of a call's relay set-up), after this many milliseconds, so that a late
+# packet of the ended call cannot reach the next one; and at most this many RTP/RTCP pairs
+# (0: always close; also capped at an eighth of the open-file limit).
+park_cooling_ms = 2000
+park_max_pairs = 4096
 
 [calls]
 # Ring this long before giving up with 480, seconds.
@@ -272,6 +278,8 @@ pub(crate) struct MediaConfig {
     pub(crate) port_min: u16,
     pub(crate) port_max: u16,
     pub(crate) workers: u32,
+    pub(crate) park_cooling_ms: u64,
+    pub(crate) park_max_pairs: u32,
 }
 
 impl Default for MediaConfig {
@@ -282,6 +290,8 @@ impl Default for MediaConfig {
             port_min: 20000,
             port_max: 29999,
             workers: 0,
+            park_cooling_ms: 2000,
+            park_max_pairs: 4096,
         }
     }
 }
@@ -560,6 +570,14 @@ impl Config {
             media.port_max - media.port_min.min(media.port_max) >= 3,
             "media.port_max",
             "the range must hold at least one call (4 ports)".to_owned(),
+        );
+        check(
+            media.park_cooling_ms >= 100 && media.park_cooling_ms <= 60_000,
+            "media.park_cooling_ms",
+            format!(
+                "{} is outside 100..=60000 (milliseconds before a parked relay port is reused)",
+                media.park_cooling_ms
+            ),
         );
         let calls = &self.calls;
         check(

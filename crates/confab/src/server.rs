@@ -75,6 +75,8 @@ pub(crate) async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         port_min: config.media.port_min,
         port_max: config.media.port_max,
         workers: config.media.workers as usize,
+        park_cooling: Duration::from_millis(config.media.park_cooling_ms),
+        park_max_pairs: config.media.park_max_pairs as usize,
         ..MediaConfig::default()
     })
     .context("starting the media relay")?;
