@@ -20,6 +20,7 @@
 //! 4. only then `NonceManager::commit` the [`NonceUse`] that `check` returned. A `false` from
 //!    `commit` means the same nonce count was used meanwhile: treat it as a replay.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
@@ -155,21 +156,24 @@ pub struct Challenge {
 impl fmt::Display for Challenge {
     /// `Digest realm="..",nonce="..",opaque="..",algorithm=SHA-256,qop="auth"[,stale=true]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Digest realm={},nonce={}",
-            Quoted(&self.realm),
-            Quoted(&self.nonce)
-        )?;
-        if let Some(opaque) = &self.opaque {
-            write!(f, ",opaque={}", Quoted(opaque))?;
-        }
-        // RFC 7616 §3.3: algorithm is a token and qop a quoted list.
-        write!(f, ",algorithm={},qop=\"auth\"", self.algorithm)?;
-        if self.stale {
-            f.write_str(",stale=true")?;
-        }
-        Ok(())
+        crate::uri::buffered(f, |w| {
+            w.write_str("Digest realm=")?;
+            write_quoted(w, &self.realm)?;
+            w.write_str(",nonce=")?;
+            write_quoted(w, &self.nonce)?;
+            if let Some(opaque) = &self.opaque {
+                w.write_str(",opaque=")?;
+                write_quoted(w, opaque)?;
+            }
+            // RFC 7616 §3.3: algorithm is a token and qop a quoted list.
+            w.write_str(",algorithm=")?;
+            w.write_str(self.algorithm.as_str())?;
+            w.write_str(",qop=\"auth\"")?;
+            if self.stale {
+                w.write_str(",stale=true")?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -178,18 +182,23 @@ struct Quoted<'a>(&'a str);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"")?;
-        let mut rest = self.0;
-        // Runs without `"` or `\\` are written whole (usually the whole value).
-        while let Some(i) = rest.bytes().position(|b| b == b'"' || b == b'\\') {
-            f.write_str(&rest[..i])?;
-            f.write_str("\\")?;
-            f.write_str(&rest[i..=i])?;
-            rest = &rest[i + 1..];
-        }
-        f.write_str(rest)?;
-        f.write_str("\"")
+        write_quoted(f, self.0)
     }
+}
+
+/// Writes `s` as a quoted-string (what [`Quoted`] displays).
+fn write_quoted<W: fmt::Write + ?Sized>(f: &mut W, s: &str) -> fmt::Result {
+    f.write_str("\"")?;
+    let mut rest = s;
+    // Runs without `"` or `\\` are written whole (usually the whole value).
+    while let Some(i) = memchr::memchr2(b'"', b'\\', rest.as_bytes()) {
+        f.write_str(&rest[..i])?;
+        f.write_str("\\")?;
+        f.write_str(&rest[i..=i])?;
+        rest = &rest[i + 1..];
+    }
+    f.write_str(rest)?;
+    f.write_str("\"")
 }
 
 /// The parsed value of an `Authorization` or `Proxy-Authorization` header (RFC 3261 §22.4,
@@ -232,7 +241,9 @@ impl Credentials {
             return Err(ParseError::new("Not a Digest authorization"));
         }
         let mut fields = Fields::default();
-        for (name, value) in c.params()? {
+        // A duplicate is reported only once the whole list has parsed (a syntax error wins).
+        let mut duplicate = false;
+        while let Some((name, value)) = c.next_param()? {
             let is = |n: &str| name.eq_ignore_ascii_case(n);
             let slot = if is("username") {
                 &mut fields.username
@@ -257,9 +268,10 @@ impl Credentials {
             } else {
                 continue;
             };
-            if slot.replace(value).is_some() {
-                return Err(ParseError::new("Duplicate digest parameter"));
-            }
+            duplicate |= slot.replace(value).is_some();
+        }
+        if duplicate {
+            return Err(ParseError::new("Duplicate digest parameter"));
         }
         let missing = |name: &str| ParseError::new(format!("Missing digest parameter {name}"));
         let algorithm = match fields.algorithm {
@@ -275,37 +287,44 @@ impl Credentials {
         let (cnonce, nc) = if qop.is_some() {
             let cnonce = fields.cnonce.ok_or_else(|| missing("cnonce"))?;
             let nc = fields.nc.ok_or_else(|| missing("nc"))?;
-            (Some(cnonce), Some(parse_nc(&nc)?))
+            (Some(cnonce.into_owned()), Some(parse_nc(&nc)?))
         } else {
             (None, None)
         };
         Ok(Self {
-            username: fields.username.ok_or_else(|| missing("username"))?,
-            realm: fields.realm.ok_or_else(|| missing("realm"))?,
-            nonce: fields.nonce.ok_or_else(|| missing("nonce"))?,
-            uri: fields.uri.ok_or_else(|| missing("uri"))?,
-            response: fields.response.ok_or_else(|| missing("response"))?,
+            username: fields
+                .username
+                .ok_or_else(|| missing("username"))?
+                .into_owned(),
+            realm: fields.realm.ok_or_else(|| missing("realm"))?.into_owned(),
+            nonce: fields.nonce.ok_or_else(|| missing("nonce"))?.into_owned(),
+            uri: fields.uri.ok_or_else(|| missing("uri"))?.into_owned(),
+            response: fields
+                .response
+                .ok_or_else(|| missing("response"))?
+                .into_owned(),
             algorithm,
             cnonce,
             nc,
             qop,
-            opaque: fields.opaque,
+            opaque: fields.opaque.map(Cow::into_owned),
         })
     }
 }
 
+/// The values as written (borrowed unless unescaped); only those kept are copied.
 #[derive(Default)]
-struct Fields {
-    username: Option<String>,
-    realm: Option<String>,
-    nonce: Option<String>,
-    uri: Option<String>,
-    response: Option<String>,
-    algorithm: Option<String>,
-    cnonce: Option<String>,
-    nc: Option<String>,
-    qop: Option<String>,
-    opaque: Option<String>,
+struct Fields<'a> {
+    username: Option<Cow<'a, str>>,
+    realm: Option<Cow<'a, str>>,
+    nonce: Option<Cow<'a, str>>,
+    uri: Option<Cow<'a, str>>,
+    response: Option<Cow<'a, str>>,
+    algorithm: Option<Cow<'a, str>>,
+    cnonce: Option<Cow<'a, str>>,
+    nc: Option<Cow<'a, str>>,
+    qop: Option<Cow<'a, str>>,
+    opaque: Option<Cow<'a, str>>,
 }
 
 /// `nc-value = 8LHEX` (RFC 7616 §3.4); upper case and fewer digits are accepted.
@@ -316,6 +335,35 @@ fn parse_nc(s: &str) -> Result<u32, ParseError> {
     }
     u32::from_str_radix(s, 16).map_err(|_| bad())
 }
+
+/// `tchar` (RFC 7230 §3.2.6) as a table: tested once per byte of every name.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// A cursor over an auth-param list (RFC 7235 §2.1). Positions only ever stop at ASCII
 /// delimiters, so slicing the `str` at them cannot split a character.
@@ -337,39 +385,43 @@ impl<'a> Cursor<'a> {
 
     /// A token (RFC 7230 §3.2.6 tchar), possibly empty.
     fn token(&mut self) -> &'a str {
-        let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
-            self.pos += 1;
-        }
-        &self.s[start..self.pos]
+        self.take(&TCHAR)
+    }
+
+    /// The longest run of bytes of an ASCII `class` (so the cut is a char boundary).
+    fn take(&mut self, class: &[bool; 256]) -> &'a str {
+        let rest = self.s.get(self.pos..).unwrap_or("");
+        let n = rest
+            .bytes()
+            .position(|b| !class[usize::from(b)])
+            .unwrap_or(rest.len());
+        self.pos += n;
+        rest.get(..n).unwrap_or("")
     }
 
     /// An unquoted value: liberal, anything up to a comma or whitespace (some clients send
     /// `uri=sip:...` unquoted).
     fn bare_value(&mut self) -> &'a str {
-        let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|b| !matches!(b, b',' | b' ' | b'\t' | b'\r' | b'\n' | b'"'))
-        {
-            self.pos += 1;
-        }
-        &self.s[start..self.pos]
+        // Stops only at ASCII bytes, so the cut is a char boundary.
+        let rest = self.s.get(self.pos..).unwrap_or("");
+        let n = rest
+            .bytes()
+            .position(|b| matches!(b, b',' | b' ' | b'\t' | b'\r' | b'\n' | b'"'))
+            .unwrap_or(rest.len());
+        self.pos += n;
+        rest.get(..n).unwrap_or("")
     }
 
     /// A quoted-string starting at the opening quote, unescaped (RFC 3261 §25.1 quoted-pair).
-    fn quoted(&mut self) -> Result<String, ParseError> {
+    fn quoted(&mut self) -> Result<Cow<'a, str>, ParseError> {
         let unterminated = || ParseError::new("Unterminated quoted string");
         self.pos += 1;
         let rest = &self.s[self.pos..];
         // Usually no escapes: the value is the text up to the closing quote.
-        match rest.bytes().position(|b| b == b'"' || b == b'\\') {
+        match memchr::memchr2(b'"', b'\\', rest.as_bytes()) {
             Some(i) if rest.as_bytes()[i] == b'"' => {
                 self.pos += i + 1;
-                return Ok(rest[..i].to_owned());
+                return Ok(Cow::Borrowed(&rest[..i]));
             }
             None => return Err(unterminated()),
             Some(_) => {}
@@ -380,7 +432,7 @@ impl<'a> Cursor<'a> {
             match c {
                 '"' => {
                     self.pos += i + 1;
-                    return Ok(out);
+                    return Ok(Cow::Owned(out));
                 }
                 '\\' => out.push(chars.next().ok_or_else(unterminated)?.1),
                 c => out.push(c),
@@ -389,39 +441,36 @@ impl<'a> Cursor<'a> {
         Err(unterminated())
     }
 
-    /// `name = value` pairs separated by commas (empty elements allowed, RFC 7230 §7).
-    fn params(&mut self) -> Result<Vec<(&'a str, String)>, ParseError> {
-        let mut out = Vec::with_capacity(12);
-        loop {
-            self.skip_ws();
-            while self.peek() == Some(b',') {
-                self.pos += 1;
-                self.skip_ws();
-            }
-            if self.peek().is_none() {
-                return Ok(out);
-            }
-            let name = self.token();
-            if name.is_empty() {
-                return Err(ParseError::new("Bad digest parameter"));
-            }
-            self.skip_ws();
-            if self.peek() != Some(b'=') {
-                return Err(ParseError::new("Digest parameter without value"));
-            }
+    /// The next `name = value` pair of a list separated by commas (empty elements allowed,
+    /// RFC 7230 §7); `None` at the end.
+    fn next_param(&mut self) -> Result<Option<(&'a str, Cow<'a, str>)>, ParseError> {
+        self.skip_ws();
+        while self.peek() == Some(b',') {
             self.pos += 1;
             self.skip_ws();
-            let value = if self.peek() == Some(b'"') {
-                self.quoted()?
-            } else {
-                self.bare_value().to_owned()
-            };
-            out.push((name, value));
-            self.skip_ws();
-            match self.peek() {
-                None | Some(b',') => {}
-                Some(_) => return Err(ParseError::new("Expected comma between digest parameters")),
-            }
+        }
+        if self.peek().is_none() {
+            return Ok(None);
+        }
+        let name = self.token();
+        if name.is_empty() {
+            return Err(ParseError::new("Bad digest parameter"));
+        }
+        self.skip_ws();
+        if self.peek() != Some(b'=') {
+            return Err(ParseError::new("Digest parameter without value"));
+        }
+        self.pos += 1;
+        self.skip_ws();
+        let value = if self.peek() == Some(b'"') {
+            self.quoted()?
+        } else {
+            Cow::Borrowed(self.bare_value())
+        };
+        self.skip_ws();
+        match self.peek() {
+            None | Some(b',') => Ok(Some((name, value))),
+            Some(_) => Err(ParseError::new("Expected comma between digest parameters")),
         }
     }
 }

@@ -107,20 +107,44 @@ pub struct Dialog {
     pub state: DialogState,
 }
 
-fn without_tag(mut n: NameAddr) -> NameAddr {
-    n.params.remove("tag");
-    n
-}
-
+/// `n` with its tag set to `tag` (`params.set("tag", ..)`), as text: written straight into
+/// one String rather than cloned, edited and formatted.
 fn with_tag(n: &NameAddr, tag: &str) -> String {
-    let mut n = n.clone();
-    n.params.set("tag", Some(tag.to_owned()));
-    n.to_string()
+    let mut out = String::with_capacity(64 + tag.len());
+    if let Some(d) = &n.display {
+        out.push('"');
+        out.push_str(d);
+        out.push_str("\" ");
+    }
+    out.push('<');
+    // Writing into a String cannot fail.
+    let _ = crate::uri::write_uri(&mut out, &n.uri);
+    out.push('>');
+    let mut set = false;
+    for (name, value) in &n.params.0 {
+        out.push(';');
+        out.push_str(name);
+        let value = if !set && name.eq_ignore_ascii_case("tag") {
+            set = true;
+            Some(tag)
+        } else {
+            value.as_deref()
+        };
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    if !set {
+        out.push_str(";tag=");
+        out.push_str(tag);
+    }
+    out
 }
 
 fn contact_uri(headers: &Headers) -> Option<Uri> {
     let v = headers.values(&HeaderName::Contact).next()?;
-    NameAddr::parse(v).ok().map(|n| n.uri)
+    crate::parse::name_addr_ref(v).ok().map(|n| n.uri.to_uri())
 }
 
 fn record_route(headers: &Headers) -> Result<Vec<NameAddr>, DialogError> {
@@ -143,10 +167,12 @@ impl Dialog {
     /// remote CSeq its CSeq; the local CSeq starts empty (our first request uses 1).
     pub fn new_uas(req: &Request, local_tag: &str, early: bool) -> Result<Self, DialogError> {
         let from = req
-            .from_header()
+            .view_from()
             .map_err(|_| DialogError::Malformed("From"))?;
-        let to = req.to_header().map_err(|_| DialogError::Malformed("To"))?;
-        let cseq = req.cseq().map_err(|_| DialogError::Malformed("CSeq"))?;
+        let to = req.view_to().map_err(|_| DialogError::Malformed("To"))?;
+        let (cseq, _) = req
+            .view_cseq()
+            .map_err(|_| DialogError::Malformed("CSeq"))?;
         let remote_tag = from.tag().unwrap_or_default().to_owned();
         let remote_target = contact_uri(&req.headers).ok_or(DialogError::Malformed("Contact"))?;
         let secure = matches!(&req.uri, Uri::Sip(u) if u.secure);
@@ -155,11 +181,11 @@ impl Dialog {
             local_tag: local_tag.to_owned(),
             remote_tag,
             local_cseq: 0,
-            remote_cseq: Some(cseq.seq),
+            remote_cseq: Some(cseq),
             route_set: record_route(&req.headers)?,
             remote_target,
-            local_uri: without_tag(to),
-            remote_uri: without_tag(from),
+            local_uri: to.to_name_addr_without_tag(),
+            remote_uri: from.to_name_addr_without_tag(),
             secure,
             state: if early {
                 DialogState::Early
@@ -174,13 +200,15 @@ impl Dialog {
     ///
     /// The route set is the response's Record-Route reversed, the remote target its Contact.
     pub fn new_uac(req: &Request, resp: &Response) -> Result<Self, DialogError> {
-        let to = resp.to_header().map_err(|_| DialogError::Malformed("To"))?;
+        let to = resp.view_to().map_err(|_| DialogError::Malformed("To"))?;
         let remote_tag = to.tag().ok_or(DialogError::NoRemoteTag)?.to_owned();
         let from = req
-            .from_header()
+            .view_from()
             .map_err(|_| DialogError::Malformed("From"))?;
         let local_tag = from.tag().unwrap_or_default().to_owned();
-        let cseq = req.cseq().map_err(|_| DialogError::Malformed("CSeq"))?;
+        let (cseq, _) = req
+            .view_cseq()
+            .map_err(|_| DialogError::Malformed("CSeq"))?;
         // A provisional response may lack a Contact; the request URI stands in until one comes.
         let remote_target = match contact_uri(&resp.headers) {
             Some(u) => u,
@@ -194,12 +222,12 @@ impl Dialog {
             call_id: req.call_id().to_owned(),
             local_tag,
             remote_tag,
-            local_cseq: cseq.seq,
+            local_cseq: cseq,
             remote_cseq: None,
             route_set,
             remote_target,
-            local_uri: without_tag(from),
-            remote_uri: without_tag(to),
+            local_uri: from.to_name_addr_without_tag(),
+            remote_uri: to.to_name_addr_without_tag(),
             secure,
             state: if resp.status.is_success() {
                 DialogState::Confirmed
@@ -224,11 +252,11 @@ impl Dialog {
             return false;
         }
         let from_ok = req
-            .from_header()
-            .is_ok_and(|f| f.tag().unwrap_or_default() == self.remote_tag);
+            .from_tag()
+            .is_ok_and(|tag| tag.unwrap_or_default() == self.remote_tag);
         let to_ok = req
-            .to_header()
-            .is_ok_and(|t| t.tag() == Some(self.local_tag.as_str()));
+            .to_tag()
+            .is_ok_and(|tag| tag == Some(self.local_tag.as_str()));
         from_ok && to_ok
     }
 
@@ -244,13 +272,15 @@ impl Dialog {
         if matches!(req.method, Method::Ack | Method::Cancel) {
             return Ok(());
         }
-        let cseq = req.cseq().map_err(|_| DialogError::Malformed("CSeq"))?;
+        let (cseq, _) = req
+            .view_cseq()
+            .map_err(|_| DialogError::Malformed("CSeq"))?;
         // RFC 3261 §12.2.2: "lower than the remote sequence number ... MUST be rejected with a
         // 500". An equal number is a retransmission the transaction layer absorbs.
-        if self.remote_cseq.is_some_and(|r| cseq.seq < r) {
+        if self.remote_cseq.is_some_and(|r| cseq < r) {
             return Err(DialogError::OutOfOrder);
         }
-        self.remote_cseq = Some(cseq.seq);
+        self.remote_cseq = Some(cseq);
         if is_target_refresh(&req.method) {
             if let Some(target) = contact_uri(&req.headers) {
                 self.remote_target = target;
@@ -314,7 +344,7 @@ impl Dialog {
         headers.push(HeaderName::From, with_tag(&self.local_uri, &self.local_tag));
         headers.push(HeaderName::To, with_tag(&self.remote_uri, &self.remote_tag));
         headers.push(HeaderName::CallId, self.call_id.clone());
-        headers.push(HeaderName::CSeq, format!("{seq} {method}"));
+        headers.push(HeaderName::CSeq, crate::header::cseq_text(seq, &method));
         Request {
             method,
             uri,
@@ -362,6 +392,22 @@ impl Dialog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_tag_writes_what_setting_the_tag_displays() {
+        for text in [
+            "<sip:a@example.com>",
+            "\"A \\\"B\" <sip:a@example.com;lr>;x=1;TAG=old;tag=second;y",
+            "Bob <sips:b@[2001:db8::1]:5061?subject=hi>;tag",
+            "<tel:+1-201-555-0123;phone-context=example.com>;q=0.5",
+            "<urn:service:sos>",
+        ] {
+            let n = NameAddr::parse(text).unwrap();
+            let mut expected = n.clone();
+            expected.params.set("tag", Some("new".to_owned()));
+            assert_eq!(with_tag(&n, "new"), expected.to_string(), "{text}");
+        }
+    }
     use crate::message::Message;
 
     fn request(text: &str) -> Request {

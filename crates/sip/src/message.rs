@@ -14,7 +14,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::header::{CSeq, HeaderName, Headers, NameAddr, Via};
+use crate::header::{CSeq, Header, HeaderName, Headers, NameAddr, Via};
 use crate::uri::Uri;
 use crate::ParseError;
 
@@ -284,28 +284,60 @@ macro_rules! common_accessors {
     () => {
         /// The top (first) Via.
         pub fn top_via(&self) -> Result<Via, ParseError> {
+            self.view_top_via().map(crate::parse::ViaRef::to_via)
+        }
+
+        /// [`Self::top_via`] as a view of the header text (nothing allocated).
+        pub(crate) fn view_top_via(&self) -> Result<crate::parse::ViaRef<'_>, ParseError> {
             let first = self
                 .headers
                 .values(&HeaderName::Via)
                 .next()
                 .ok_or_else(|| ParseError::new("Missing Via"))?;
-            Via::parse(first)
+            crate::parse::via_ref(first)
+        }
+
+        /// The branch of the top Via, if it has one: [`Self::top_via`]`()?.branch()` without
+        /// building the `Via`.
+        pub fn top_via_branch(&self) -> Result<Option<&str>, ParseError> {
+            Ok(self.view_top_via()?.branch())
         }
 
         pub fn from_header(&self) -> Result<NameAddr, ParseError> {
+            self.view_from()
+                .map(crate::parse::NameAddrRef::to_name_addr)
+        }
+
+        pub fn to_header(&self) -> Result<NameAddr, ParseError> {
+            self.view_to().map(crate::parse::NameAddrRef::to_name_addr)
+        }
+
+        /// [`Self::from_header`] as a view of the header text.
+        pub(crate) fn view_from(&self) -> Result<crate::parse::NameAddrRef<'_>, ParseError> {
             let v = self
                 .headers
                 .get(&HeaderName::From)
                 .ok_or_else(|| ParseError::new("Missing From"))?;
-            NameAddr::parse(v)
+            crate::parse::name_addr_ref(v)
         }
 
-        pub fn to_header(&self) -> Result<NameAddr, ParseError> {
+        /// [`Self::to_header`] as a view of the header text.
+        pub(crate) fn view_to(&self) -> Result<crate::parse::NameAddrRef<'_>, ParseError> {
             let v = self
                 .headers
                 .get(&HeaderName::To)
                 .ok_or_else(|| ParseError::new("Missing To"))?;
-            NameAddr::parse(v)
+            crate::parse::name_addr_ref(v)
+        }
+
+        /// The From tag: [`Self::from_header`]`()?.tag()` without building the `NameAddr`.
+        pub fn from_tag(&self) -> Result<Option<&str>, ParseError> {
+            Ok(self.view_from()?.tag())
+        }
+
+        /// The To tag: [`Self::to_header`]`()?.tag()` without building the `NameAddr`.
+        pub fn to_tag(&self) -> Result<Option<&str>, ParseError> {
+            Ok(self.view_to()?.tag())
         }
 
         /// The Call-ID, or "" when it is missing (only possible on hand-built messages).
@@ -314,11 +346,20 @@ macro_rules! common_accessors {
         }
 
         pub fn cseq(&self) -> Result<CSeq, ParseError> {
+            let (seq, method) = self.view_cseq()?;
+            Ok(CSeq {
+                seq,
+                method: Method::parse(method),
+            })
+        }
+
+        /// [`Self::cseq`] with the method as written.
+        pub(crate) fn view_cseq(&self) -> Result<(u32, &str), ParseError> {
             let v = self
                 .headers
                 .get(&HeaderName::CSeq)
                 .ok_or_else(|| ParseError::new("Missing CSeq"))?;
-            CSeq::parse(v)
+            crate::parse::cseq_ref(v)
         }
     };
 }
@@ -339,6 +380,9 @@ impl Request {
     }
 }
 
+/// Bytes reserved after a copied To value for a tag parameter: `;tag=` and 32 characters.
+const TO_TAG_ROOM: usize = 5 + 32;
+
 impl Response {
     common_accessors!();
 
@@ -349,15 +393,20 @@ impl Response {
         // The copied headers and the few the caller adds (To tag, Server, Contacts, Date...).
         let mut headers = Headers(Vec::with_capacity(12));
         for h in req.headers.iter() {
-            if matches!(
-                h.name,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-            ) {
-                headers.0.push(h.clone());
+            match h.name {
+                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    headers.0.push(h.clone());
+                }
+                HeaderName::To => {
+                    // Room for the `;tag=...` the caller usually appends (no reallocation).
+                    let mut value = String::with_capacity(h.value.len() + TO_TAG_ROOM);
+                    value.push_str(&h.value);
+                    headers.0.push(Header {
+                        name: HeaderName::To,
+                        value,
+                    });
+                }
+                _ => {}
             }
         }
         Self {
@@ -401,6 +450,29 @@ mod tests {
         assert_eq!(r.call_id(), "843817637684230@998sdasdh09");
         assert_eq!(r.cseq().unwrap().method, Method::Register);
         assert_eq!(r.to_bytes(), REGISTER);
+    }
+
+    #[test]
+    fn borrowed_accessors_agree_with_the_owned_ones() {
+        let Ok(Message::Request(mut r)) = Message::parse(REGISTER, true) else {
+            panic!("must parse")
+        };
+        assert_eq!(r.top_via_branch(), Ok(Some("z9hG4bKnashds7")));
+        assert_eq!(r.from_tag(), Ok(Some("456248")));
+        assert_eq!(r.to_tag(), Ok(None));
+        // Hand-edited messages: the same errors as the owned accessors.
+        r.headers.set(HeaderName::To, "<sip:bob@biloxi.com");
+        r.headers.set(HeaderName::Via, "SIP/2.0/UDP");
+        assert_eq!(r.to_tag().unwrap_err(), r.to_header().unwrap_err());
+        assert_eq!(r.top_via_branch().unwrap_err(), r.top_via().unwrap_err());
+        r.headers.set(
+            HeaderName::Via,
+            "SIP/2.0/UDP h ; BRANCH = z9hG4bKx ; branch=y",
+        );
+        assert_eq!(r.top_via_branch(), Ok(Some("z9hG4bKx")));
+        assert_eq!(r.top_via().unwrap().branch(), Some("z9hG4bKx"));
+        r.headers.remove(&HeaderName::From);
+        assert_eq!(r.from_tag().unwrap_err(), r.from_header().unwrap_err());
     }
 
     #[test]

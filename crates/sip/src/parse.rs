@@ -5,12 +5,19 @@
 //! every scan is a single forward pass (no backtracking, no regex). Limits: a message of at most
 //! [`MAX_MESSAGE_LEN`] bytes, at most [`MAX_HEADERS`] header lines and [`MAX_PARAMS`] parameters
 //! per value, so work and memory stay proportional to the input.
+//!
+//! Each header-value grammar is read into a borrowed view first ([`ViaRef`], [`NameAddrRef`],
+//! [`UriRef`]...: slices of the text, nothing allocated); the owned values are built from the
+//! views. Checking a message builds views only, and accessors that need one field (a tag, a
+//! branch) read it from a view, so one grammar gives every verdict and nothing is allocated to
+//! check a value.
 
+use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bytes::Bytes;
 
-use crate::header::{CSeq, ContactValue, Header, HeaderName, Headers, NameAddr, Params, Via};
+use crate::header::{CSeq, Header, HeaderName, Headers, NameAddr, Params, Via};
 use crate::message::{Message, Method, Request, Response, StatusCode};
 use crate::uri::{Host, SipUri, TelUri, Uri};
 use crate::ParseError;
@@ -49,8 +56,51 @@ static USER: [bool; 256] = class(true, b"-_.!~*'()%&=+$,;?/");
 static PASSWORD: [bool; 256] = class(true, b"-_.!~*'()%&=+$,");
 static PARAM: [bool; 256] = class(true, b"-_.!~*'()%[]/:&+$");
 static HEADER: [bool; 256] = class(true, b"-_.!~*'()%[]/?:+$");
-static HOST: [bool; 256] = class(true, b"-.");
 static TEL: [bool; 256] = class(true, b"+-.()*#");
+/// The bytes of a domain label after its first.
+static ALNUM_DASH: [bool; 256] = class(true, b"-");
+static DIGIT: [bool; 256] = class(false, b"0123456789");
+/// `scheme` after its first ALPHA.
+static SCHEME: [bool; 256] = class(true, b"+-.");
+/// Inside `[...]`: what an IPv6 address is written with.
+static IPV6: [bool; 256] = class(false, b"0123456789abcdefABCDEF:.");
+/// An unquoted header parameter value: a token or a host (IPv6 references included).
+static PARAM_VALUE: [bool; 256] = class(true, b"-.!%*_+`'~:[]");
+/// The text of a URI after its scheme: visible ASCII but the delimiters of the enclosing header.
+static URI_TEXT: [bool; 256] = except(class(false, VISIBLE), b"<>\"");
+/// An unquoted display name: tokens, LWS and any UTF-8 beyond ASCII.
+static DISPLAY_NAME: [bool; 256] = or_high(class(true, b"-.!%*_+`'~ \t"));
+
+/// The visible ASCII characters, `!` to `~`.
+const VISIBLE: &[u8; 94] = &{
+    let mut v = [0u8; 94];
+    let mut i = 0;
+    while i < 94 {
+        v[i] = b'!' + i as u8;
+        i += 1;
+    }
+    v
+};
+
+/// `t` without the bytes of `remove`.
+const fn except(mut t: [bool; 256], remove: &[u8]) -> [bool; 256] {
+    let mut i = 0;
+    while i < remove.len() {
+        t[remove[i] as usize] = false;
+        i += 1;
+    }
+    t
+}
+
+/// `t` and every byte from 0x80 up.
+const fn or_high(mut t: [bool; 256]) -> [bool; 256] {
+    let mut b = 0x80;
+    while b < 256 {
+        t[b] = true;
+        b += 1;
+    }
+    t
+}
 
 // Indexing a 256-entry table with a u8 cannot go out of bounds.
 
@@ -66,33 +116,21 @@ fn is_unreserved(b: u8) -> bool {
 }
 
 /// `user` = 1*( unreserved / escaped / user-unreserved ).
+#[cfg(test)]
 fn is_user_char(b: u8) -> bool {
     USER[b as usize]
 }
 
-/// `password` = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," ).
-fn is_password_char(b: u8) -> bool {
-    PASSWORD[b as usize]
-}
-
 /// `paramchar` = param-unreserved / unreserved / escaped.
+#[cfg(test)]
 fn is_param_char(b: u8) -> bool {
     PARAM[b as usize]
 }
 
 /// `hname` / `hvalue` characters: hnv-unreserved / unreserved / escaped.
+#[cfg(test)]
 fn is_header_char(b: u8) -> bool {
     HEADER[b as usize]
-}
-
-/// `hostname` characters (IPv6 references are handled apart).
-fn is_host_char(b: u8) -> bool {
-    HOST[b as usize]
-}
-
-/// Characters of a `tel:` number: digits, hex digits, `*#+`, visual separators (RFC 3966 §3).
-fn is_tel_char(b: u8) -> bool {
-    TEL[b as usize]
 }
 
 fn is_ws(b: u8) -> bool {
@@ -107,10 +145,9 @@ fn trim_ws(s: &str) -> &str {
     s.get(start..end).unwrap_or("")
 }
 
-/// The first position of the ASCII byte `b` in `s` (a plain loop: the strings searched here are
-/// short, where it beats the general `str::find` machinery).
+/// The first position of the ASCII byte `b` in `s`.
 fn find_byte(s: &str, b: u8) -> Option<usize> {
-    s.as_bytes().iter().position(|&c| c == b)
+    memchr::memchr(b, s.as_bytes())
 }
 
 /// The first position of any of the ASCII bytes in `set`.
@@ -145,6 +182,23 @@ fn escapes_valid(s: &str) -> bool {
 
 fn all(s: &str, class: fn(u8) -> bool) -> bool {
     s.bytes().all(class)
+}
+
+/// Every byte of `s` is in `class`.
+fn class_only(s: &str, class: &[bool; 256]) -> bool {
+    s.bytes().all(|b| class[usize::from(b)])
+}
+
+/// Every byte of `s` is in `class` and every `%` starts an escape.
+fn escaped_class_only(s: &str, class: &[bool; 256]) -> bool {
+    let mut percent = false;
+    for b in s.bytes() {
+        if !class[usize::from(b)] {
+            return false;
+        }
+        percent |= b == b'%';
+    }
+    !percent || escapes_valid(s)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -190,13 +244,34 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Takes the longest run of ASCII bytes of `class`.
-    fn take_while(&mut self, class: fn(u8) -> bool) -> &'a str {
-        let start = self.pos;
-        while self.peek().is_some_and(class) {
-            self.pos += 1;
-        }
-        self.s.get(start..self.pos).unwrap_or("")
+    /// Takes the longest run of bytes of `class` (an ASCII class: the cut is a char boundary).
+    fn take_class(&mut self, class: &[bool; 256]) -> &'a str {
+        let rest = self.rest();
+        let n = rest
+            .bytes()
+            .position(|c| !class[usize::from(c)])
+            .unwrap_or(rest.len());
+        self.pos += n;
+        rest.get(..n).unwrap_or("")
+    }
+
+    /// Takes everything up to the ASCII byte `end` (or to the end).
+    fn take_until(&mut self, end: u8) -> &'a str {
+        let rest = self.rest();
+        let n = find_byte(rest, end).unwrap_or(rest.len());
+        self.pos += n;
+        rest.get(..n).unwrap_or("")
+    }
+
+    /// Takes everything up to the first of the ASCII bytes `a` and `b` (or to the end).
+    fn take_until2(&mut self, a: u8, b: u8) -> &'a str {
+        let rest = self.rest();
+        let n = rest
+            .bytes()
+            .position(|c| c == a || c == b)
+            .unwrap_or(rest.len());
+        self.pos += n;
+        rest.get(..n).unwrap_or("")
     }
 
     /// Takes a `quoted-string` including its quotes (RFC 3261 §25.1): a backslash escapes any
@@ -228,115 +303,302 @@ impl<'a> Cursor<'a> {
 
 // ---------------------------------------------------------------------------------------------
 // URIs
+//
+// Every grammar below is read once into a borrowed view (`…Ref`: slices of the input, nothing
+// allocated). The message validator only builds views; the owned values (`Uri`, `Via`,
+// `NameAddr`...) are built from a view, so both share one grammar and one verdict.
+
+/// A host as written: a domain name not yet lower-cased, or an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostRef<'a> {
+    Domain(&'a str),
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+}
+
+impl HostRef<'_> {
+    pub(crate) fn to_host(self) -> Host {
+        match self {
+            Self::Domain(d) => Host::Domain(d.to_ascii_lowercase()),
+            Self::Ipv4(a) => Host::Ipv4(a),
+            Self::Ipv6(a) => Host::Ipv6(a),
+        }
+    }
+}
+
+/// Checked `;name[=value]` URI parameters as written (the `;` section of a SIP URI or the
+/// parameters of a tel URI). Names and values hold no `;`, `=` or `?`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct UriParamsRef<'a> {
+    /// Empty, or starting with `;`.
+    raw: &'a str,
+    count: usize,
+}
+
+impl<'a> UriParamsRef<'a> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
+        self.raw
+            .split(';')
+            .skip(1)
+            .map(|p| match split_at_byte(p, b'=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (p, None),
+            })
+    }
+
+    fn to_params(self) -> Params {
+        let mut params = Vec::with_capacity(self.count);
+        params.extend(
+            self.iter()
+                .map(|(name, value)| (name.to_owned(), value.map(str::to_owned))),
+        );
+        Params(params)
+    }
+}
+
+/// Checked `?name=value&...` headers of a SIP URI, as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct UriHeadersRef<'a> {
+    /// What follows the `?` (empty when there is none).
+    raw: &'a str,
+    count: usize,
+}
+
+impl<'a> UriHeadersRef<'a> {
+    pub(crate) fn is_empty(self) -> bool {
+        self.count == 0
+    }
+
+    fn iter(self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.raw
+            .split('&')
+            .take(self.count)
+            .map(|h| h.split_once('=').unwrap_or((h, "")))
+    }
+}
+
+/// A checked `sip:`/`sips:` URI, borrowing the text it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SipUriRef<'a> {
+    pub(crate) secure: bool,
+    pub(crate) user: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
+    pub(crate) host: HostRef<'a>,
+    pub(crate) port: Option<u16>,
+    pub(crate) params: UriParamsRef<'a>,
+    pub(crate) headers: UriHeadersRef<'a>,
+}
+
+impl SipUriRef<'_> {
+    pub(crate) fn to_sip_uri(self) -> SipUri {
+        SipUri {
+            secure: self.secure,
+            user: self.user.map(str::to_owned),
+            password: self.password.map(str::to_owned),
+            host: self.host.to_host(),
+            port: self.port,
+            params: self.params.to_params(),
+            headers: if self.headers.is_empty() {
+                Vec::new()
+            } else {
+                let mut headers = Vec::with_capacity(self.headers.count);
+                headers.extend(
+                    self.headers
+                        .iter()
+                        .map(|(n, v)| (n.to_owned(), v.to_owned())),
+                );
+                headers
+            },
+        }
+    }
+}
+
+/// A checked URI, borrowing the text it was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UriRef<'a> {
+    Sip(SipUriRef<'a>),
+    Tel {
+        number: &'a str,
+        params: UriParamsRef<'a>,
+    },
+    Other {
+        scheme: &'a str,
+        rest: &'a str,
+    },
+}
+
+impl UriRef<'_> {
+    pub(crate) fn to_uri(self) -> Uri {
+        match self {
+            Self::Sip(u) => Uri::Sip(u.to_sip_uri()),
+            Self::Tel { number, params } => Uri::Tel(TelUri {
+                number: number.to_owned(),
+                params: params.to_params(),
+            }),
+            Self::Other { scheme, rest } => Uri::Other {
+                scheme: scheme.to_owned(),
+                rest: rest.to_owned(),
+            },
+        }
+    }
+}
 
 /// Parses an absolute URI: `sip:`/`sips:` (RFC 3261 §19.1), `tel:` (RFC 3966), or any other
 /// scheme kept verbatim (the application answers 416 for those where it must, RFC 3261 §8.2.2.1).
 pub(crate) fn uri(s: &str) -> Result<Uri, ParseError> {
-    let bad = || ParseError::new("Malformed URI");
-    let colon = find_byte(s, b':').ok_or_else(bad)?;
-    let scheme = s.get(..colon).ok_or_else(bad)?;
-    let rest = s.get(colon + 1..).ok_or_else(bad)?;
-    // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
-    let mut sb = scheme.bytes();
-    if !sb.next().is_some_and(|b| b.is_ascii_alphabetic())
-        || !sb.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-    {
-        return Err(bad());
-    }
-    // URIs are ASCII with escapes; no whitespace, no delimiters of the enclosing header.
-    if rest.is_empty()
-        || rest
-            .bytes()
-            .any(|b| b <= b' ' || b >= 0x7f || b"<>\"".contains(&b))
-    {
-        return Err(bad());
-    }
-    if scheme.eq_ignore_ascii_case("sip") {
-        sip_uri(rest, false).map(Uri::Sip)
-    } else if scheme.eq_ignore_ascii_case("sips") {
-        sip_uri(rest, true).map(Uri::Sip)
-    } else if scheme.eq_ignore_ascii_case("tel") {
-        tel_uri(rest).map(Uri::Tel)
-    } else {
-        Ok(Uri::Other {
-            scheme: scheme.to_owned(),
-            rest: rest.to_owned(),
-        })
-    }
+    uri_ref(s).map(UriRef::to_uri)
 }
 
-fn sip_uri(rest: &str, secure: bool) -> Result<SipUri, ParseError> {
+/// [`uri`] without building the owned value.
+pub(crate) fn uri_ref(s: &str) -> Result<UriRef<'_>, ParseError> {
+    let bad = || ParseError::new("Malformed URI");
+    let (scheme, rest) = match s.get(..4).zip(s.get(4..)) {
+        // The usual case, as the general path below would read it.
+        Some((p, rest)) if p.eq_ignore_ascii_case("sip:") => (p.get(..3).unwrap_or(""), rest),
+        _ => {
+            let (scheme, rest) = split_at_byte(s, b':').ok_or_else(bad)?;
+            // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+            if !scheme
+                .as_bytes()
+                .first()
+                .is_some_and(u8::is_ascii_alphabetic)
+                || !class_only(scheme, &SCHEME)
+            {
+                return Err(bad());
+            }
+            (scheme, rest)
+        }
+    };
+    // URIs are ASCII with escapes; no whitespace, no delimiters of the enclosing header.
+    let text_ok = || !rest.is_empty() && class_only(rest, &URI_TEXT);
+    let parsed = if scheme.eq_ignore_ascii_case("sip") {
+        sip_uri_ref(rest, false).map(UriRef::Sip)
+    } else if scheme.eq_ignore_ascii_case("sips") {
+        sip_uri_ref(rest, true).map(UriRef::Sip)
+    } else if scheme.eq_ignore_ascii_case("tel") {
+        tel_uri_ref(rest)
+    } else if text_ok() {
+        return Ok(UriRef::Other { scheme, rest });
+    } else {
+        return Err(bad());
+    };
+    // A SIP or tel URI that parses is made of URI_TEXT bytes only (every part's class is a
+    // subset), so the text is checked only to tell which error a refused one gets.
+    parsed.map_err(|e| if text_ok() { e } else { bad() })
+}
+
+fn sip_uri_ref(rest: &str, secure: bool) -> Result<SipUriRef<'_>, ParseError> {
     let bad = |what: &str| ParseError::new(format!("Malformed SIP URI {what}"));
     // userinfo cannot hold an unescaped "@" (RFC 3261 §25.1), so the first one ends it, even
     // when the user part holds "?", ";" or "," (RFC 4475 §3.1.1.2, §3.1.1.9).
-    let (userinfo, hostport) = match find_byte(rest, b'@') {
-        Some(at) => (rest.get(..at), rest.get(at + 1..).unwrap_or("")),
-        None => (None, rest),
+    //
+    // The user and password classes hold neither '@' nor ':', so scans of those classes find
+    // a well-formed userinfo and check its bytes at once. When they stop at any other byte, the
+    // rest is searched for the '@' (none: there is no userinfo, the scans went over the host)
+    // and a userinfo found so is checked part by part.
+    let b = rest.as_bytes();
+    let run = |from: usize, class: &[bool; 256]| {
+        let tail = b.get(from..).unwrap_or(&[]);
+        from + tail
+            .iter()
+            .position(|&c| !class[usize::from(c)])
+            .unwrap_or(tail.len())
     };
-    let (user, password) = match userinfo {
-        None => (None, None),
-        Some(ui) => {
-            let (user, password) = match find_byte(ui, b':') {
-                Some(c) => (ui.get(..c).unwrap_or(""), ui.get(c + 1..)),
-                None => (ui, None),
-            };
-            if user.is_empty() || !all(user, is_user_char) || !escapes_valid(user) {
-                return Err(bad("user"));
-            }
-            if let Some(pw) = password {
-                if !all(pw, is_password_char) || !escapes_valid(pw) {
+    let user_end = run(0, &USER);
+    let (scanned, searched) = match b.get(user_end) {
+        Some(b'@') => (Some((user_end, None)), user_end),
+        Some(b':') => {
+            let password_end = run(user_end + 1, &PASSWORD);
+            let found = b.get(password_end) == Some(&b'@');
+            (
+                found.then_some((password_end, Some(user_end + 1))),
+                password_end,
+            )
+        }
+        _ => (None, user_end),
+    };
+    let (user, password, hostport) = if let Some((at, password_start)) = scanned {
+        let user = rest.get(..user_end).unwrap_or("");
+        let password = password_start.map(|p| rest.get(p..at).unwrap_or(""));
+        if user.is_empty() || !escapes_valid(user) {
+            return Err(bad("user"));
+        }
+        if password.is_some_and(|pw| !escapes_valid(pw)) {
+            return Err(bad("password"));
+        }
+        (Some(user), password, rest.get(at + 1..).unwrap_or(""))
+    } else {
+        match find_byte(rest.get(searched..).unwrap_or(""), b'@') {
+            None => (None, None, rest),
+            Some(i) => {
+                let userinfo = rest.get(..searched + i).unwrap_or("");
+                let (user, password) = match split_at_byte(userinfo, b':') {
+                    Some((user, password)) => (user, Some(password)),
+                    None => (userinfo, None),
+                };
+                if user.is_empty() || !escaped_class_only(user, &USER) {
+                    return Err(bad("user"));
+                }
+                if password.is_some_and(|pw| !escaped_class_only(pw, &PASSWORD)) {
                     return Err(bad("password"));
                 }
+                (
+                    Some(user),
+                    password,
+                    rest.get(searched + i + 1..).unwrap_or(""),
+                )
             }
-            (Some(user.to_owned()), password.map(str::to_owned))
         }
     };
     let mut c = Cursor::new(hostport);
-    let host = host(&mut c).map_err(|_| bad("host"))?;
+    let host = host_ref(&mut c).map_err(|_| bad("host"))?;
     let port = if c.eat(b':') {
         Some(port(&mut c).map_err(|_| bad("port"))?)
     } else {
         None
     };
-    let mut params = Params::default();
+    let params_start = c.pos;
+    let mut count = 0;
     while c.eat(b';') {
-        let p = c.take_while(|b| b != b';' && b != b'?');
-        let (name, value) = match find_byte(p, b'=') {
-            Some(eq) => (p.get(..eq).unwrap_or(""), p.get(eq + 1..)),
+        let p = c.take_until2(b';', b'?');
+        let (name, value) = match split_at_byte(p, b'=') {
+            Some((name, value)) => (name, Some(value)),
             None => (p, None),
         };
-        if name.is_empty() || !all(name, is_param_char) || !escapes_valid(name) {
+        if name.is_empty()
+            || !escaped_class_only(name, &PARAM)
+            || value.is_some_and(|v| !escaped_class_only(v, &PARAM))
+        {
             return Err(bad("parameter"));
         }
-        if let Some(v) = value {
-            if !all(v, is_param_char) || !escapes_valid(v) {
-                return Err(bad("parameter"));
-            }
-        }
-        if params.0.len() >= MAX_PARAMS {
+        if count >= MAX_PARAMS {
             return Err(bad("parameters"));
         }
-        params.0.push((name.to_owned(), value.map(str::to_owned)));
+        count += 1;
     }
-    let mut headers = Vec::new();
+    let params = UriParamsRef {
+        raw: hostport.get(params_start..c.pos).unwrap_or(""),
+        count,
+    };
+    let mut headers = UriHeadersRef::default();
     if c.eat(b'?') {
-        for h in c.rest().split('&') {
+        let raw = c.rest();
+        for h in raw.split('&') {
             let (name, value) = h.split_once('=').ok_or_else(|| bad("header"))?;
             if name.is_empty()
-                || !all(name, is_header_char)
-                || !all(value, is_header_char)
-                || !escapes_valid(name)
-                || !escapes_valid(value)
-                || headers.len() >= MAX_PARAMS
+                || !escaped_class_only(name, &HEADER)
+                || !escaped_class_only(value, &HEADER)
+                || headers.count >= MAX_PARAMS
             {
                 return Err(bad("header"));
             }
-            headers.push((name.to_owned(), value.to_owned()));
+            headers.count += 1;
         }
+        headers.raw = raw;
     } else if !c.at_end() {
         return Err(bad("host"));
     }
-    Ok(SipUri {
+    Ok(SipUriRef {
         secure,
         user,
         password,
@@ -347,73 +609,168 @@ fn sip_uri(rest: &str, secure: bool) -> Result<SipUri, ParseError> {
     })
 }
 
-fn tel_uri(rest: &str) -> Result<TelUri, ParseError> {
+fn tel_uri_ref(rest: &str) -> Result<UriRef<'_>, ParseError> {
     let bad = || ParseError::new("Malformed tel URI");
-    let mut parts = rest.split(';');
-    let number = parts.next().unwrap_or("");
-    if number.is_empty() || !all(number, is_tel_char) {
+    let (number, raw) = rest
+        .split_at_checked(find_byte(rest, b';').unwrap_or(rest.len()))
+        .unwrap_or((rest, ""));
+    if number.is_empty() || !class_only(number, &TEL) {
         return Err(bad());
     }
-    let mut params = Params::default();
-    for p in parts {
-        let (name, value) = match p.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
+    let mut count = 0;
+    for p in raw.split(';').skip(1) {
+        let (name, value) = match split_at_byte(p, b'=') {
+            Some((name, value)) => (name, Some(value)),
             None => (p, None),
         };
+        // Escapes are checked in values only (as they always were).
         if name.is_empty()
-            || !all(name, is_param_char)
-            || !value.is_none_or(|v| all(v, is_param_char) && escapes_valid(v))
-            || params.0.len() >= MAX_PARAMS
+            || !class_only(name, &PARAM)
+            || value.is_some_and(|v| !escaped_class_only(v, &PARAM))
+            || count >= MAX_PARAMS
         {
             return Err(bad());
         }
-        params.0.push((name.to_owned(), value.map(str::to_owned)));
+        count += 1;
     }
-    Ok(TelUri {
-        number: number.to_owned(),
-        params,
+    Ok(UriRef::Tel {
+        number,
+        params: UriParamsRef { raw, count },
     })
 }
 
 /// `host` = hostname / IPv4address / IPv6reference (RFC 3261 §25.1, RFC 5118 §4.1-§4.3).
-fn host(c: &mut Cursor<'_>) -> Result<Host, ParseError> {
+fn host_ref<'a>(c: &mut Cursor<'a>) -> Result<HostRef<'a>, ParseError> {
     let bad = || ParseError::new("Malformed host");
     if c.eat(b'[') {
-        let inner = c.take_while(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        let inner = c.take_class(&IPV6);
         if !c.eat(b']') {
             return Err(bad());
         }
         // std rejects ":::" and other forms outside RFC 4291 (RFC 5118 §4.3).
-        return inner.parse::<Ipv6Addr>().map(Host::Ipv6).map_err(|_| bad());
+        return inner
+            .parse::<Ipv6Addr>()
+            .map(HostRef::Ipv6)
+            .map_err(|_| bad());
     }
-    let name = c.take_while(is_host_char);
-    if let Ok(v4) = name.parse::<Ipv4Addr>() {
-        return Ok(Host::Ipv4(v4));
+    // One pass over the labels takes the name and checks it against the rule of
+    // `hostname_valid`: each label starts and ends with an alphanumeric, one trailing '.' is
+    // allowed. A name that breaks the rule within its bytes is refused at once (no dotted quad
+    // breaks it); the host ends at the first byte that is not alphanumeric, '-' or '.'.
+    let b = c.s.as_bytes();
+    let start = c.pos;
+    // A dotted quad (as in most Vias and Contacts) is read at once when no host byte follows:
+    // then it is the whole name.
+    if b.get(start).is_some_and(u8::is_ascii_digit) {
+        if let Some((v4, n)) = ipv4_prefix(b.get(start..).unwrap_or(&[])) {
+            let next = b.get(start + n).copied();
+            if !next.is_some_and(|x| x == b'.' || ALNUM_DASH[usize::from(x)]) {
+                c.pos = start + n;
+                return Ok(HostRef::Ipv4(v4));
+            }
+        }
     }
-    // hostname = *( domainlabel "." ) toplabel [ "." ]; toplabel starts with ALPHA, which
-    // keeps "sip:2001:db8::10" (RFC 5118 §4.4) and bad dotted quads out.
-    let trimmed = name.strip_suffix('.').unwrap_or(name).as_bytes();
-    // Every label starts and ends with an alphanumeric: no empty label, no '-' next to a '.'
-    // or at either end (the class admits only alphanumerics, '-' and '.').
-    let labels_ok = trimmed.first().is_some_and(u8::is_ascii_alphanumeric)
-        && trimmed.last().is_some_and(u8::is_ascii_alphanumeric)
-        && trimmed.windows(2).all(|w| {
-            (w[0] != b'.' || w[1].is_ascii_alphanumeric())
-                && (w[1] != b'.' || w[0].is_ascii_alphanumeric())
-        });
-    let top_start = trimmed
-        .iter()
-        .rposition(|&b| b == b'.')
-        .map_or(0, |i| i + 1);
-    let top_ok = trimmed.get(top_start).is_some_and(u8::is_ascii_alphabetic);
-    if !labels_ok || !top_ok {
-        return Err(bad());
+    let mut i = start;
+    let mut top_alpha = false;
+    loop {
+        match b.get(i) {
+            Some(&x) if x.is_ascii_alphanumeric() => top_alpha = x.is_ascii_alphabetic(),
+            Some(b'-' | b'.') => return Err(bad()),
+            // No label after a '.': the trailing one, if there was a label before it.
+            _ if i > start => break,
+            _ => return Err(bad()),
+        }
+        i += 1;
+        let rest = b.get(i..).unwrap_or(&[]);
+        let n = rest
+            .iter()
+            .position(|&x| !ALNUM_DASH[usize::from(x)])
+            .unwrap_or(rest.len());
+        i += n;
+        if n > 0 && rest.get(n - 1) == Some(&b'-') {
+            return Err(bad());
+        }
+        if b.get(i) != Some(&b'.') {
+            break;
+        }
+        i += 1;
     }
-    Ok(Host::Domain(name.to_ascii_lowercase()))
+    c.pos = i;
+    let name = c.s.get(start..i).unwrap_or("");
+    // The top label starts with ALPHA in a hostname, with a digit in a dotted quad.
+    if top_alpha {
+        Ok(HostRef::Domain(name))
+    } else {
+        ipv4(name.as_bytes()).map(HostRef::Ipv4).ok_or_else(bad)
+    }
+}
+
+/// A dotted quad exactly as `Ipv4Addr::from_str` reads one (without its generic machinery):
+/// four decimal octets of one to three digits, none above 255, no leading zero, nothing else.
+fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    ipv4_prefix(b)
+        .filter(|&(_, n)| n == b.len())
+        .map(|(a, _)| a)
+}
+
+/// [`ipv4`] of the longest prefix it can read, and that prefix's length.
+fn ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value = 0u32;
+        while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+            if i - start == 3 {
+                return None;
+            }
+            value = value * 10 + u32::from(d - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && b.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
+    }
+    Some((Ipv4Addr::from(octets), i))
+}
+
+/// hostname = *( domainlabel "." ) toplabel [ "." ] over alphanumerics, '-' and '.' (the rule
+/// `host_ref` checks in its scan; kept as the readable statement it is tested against). Every label
+/// starts and ends with an alphanumeric (no empty label, no '-' next to a '.' or at either end);
+/// the top label starts with ALPHA, which keeps "sip:2001:db8::10" (RFC 5118 §4.4) and bad
+/// dotted quads out.
+#[cfg(test)]
+fn hostname_valid(name: &[u8]) -> bool {
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    // As if a '.' came before the name: the first byte starts a label.
+    let mut prev = b'.';
+    let mut top_alpha = false;
+    for &b in name {
+        if b == b'.' {
+            if !prev.is_ascii_alphanumeric() {
+                return false;
+            }
+        } else if prev == b'.' {
+            if !b.is_ascii_alphanumeric() {
+                return false;
+            }
+            top_alpha = b.is_ascii_alphabetic();
+        }
+        prev = b;
+    }
+    prev.is_ascii_alphanumeric() && top_alpha
 }
 
 fn port(c: &mut Cursor<'_>) -> Result<u16, ParseError> {
-    let digits = c.take_while(|b| b.is_ascii_digit());
+    let digits = c.take_class(&DIGIT);
     if digits.is_empty() || digits.len() > 5 {
         return Err(ParseError::new("Malformed port"));
     }
@@ -452,62 +809,93 @@ pub(crate) fn unescape(s: &str) -> String {
 
 /// Parses a header name: case-insensitive, compact forms (RFC 3261 §7.3.3 and the IANA
 /// registry) expanded to the full name.
+///
+/// The length and first letter pick the one known name it can be (two pairs need the last
+/// letter too), which is then compared once, without lower-casing a copy.
 pub(crate) fn header_name(s: &str) -> HeaderName {
     use HeaderName as H;
-    let mut buf = [0u8; 24];
-    let Some(dst) = buf.get_mut(..s.len()) else {
-        return H::Other(s.to_owned());
-    };
-    for (d, b) in dst.iter_mut().zip(s.bytes()) {
-        *d = b.to_ascii_lowercase();
-    }
+    let b = s.as_bytes();
     let other = |full: &str| H::Other(full.to_owned());
-    match &*dst {
-        b"via" | b"v" => H::Via,
-        b"from" | b"f" => H::From,
-        b"to" | b"t" => H::To,
-        b"call-id" | b"i" => H::CallId,
-        b"cseq" => H::CSeq,
-        b"contact" | b"m" => H::Contact,
-        b"max-forwards" => H::MaxForwards,
-        b"expires" => H::Expires,
-        b"min-expires" => H::MinExpires,
-        b"content-length" | b"l" => H::ContentLength,
-        b"content-type" | b"c" => H::ContentType,
-        b"content-encoding" | b"e" => H::ContentEncoding,
-        b"authorization" => H::Authorization,
-        b"proxy-authorization" => H::ProxyAuthorization,
-        b"www-authenticate" => H::WwwAuthenticate,
-        b"proxy-authenticate" => H::ProxyAuthenticate,
-        b"authentication-info" => H::AuthenticationInfo,
-        b"route" => H::Route,
-        b"record-route" => H::RecordRoute,
-        b"path" => H::Path,
-        b"allow" => H::Allow,
-        b"supported" | b"k" => H::Supported,
-        b"require" => H::Require,
-        b"proxy-require" => H::ProxyRequire,
-        b"unsupported" => H::Unsupported,
-        b"user-agent" => H::UserAgent,
-        b"server" => H::Server,
-        b"date" => H::Date,
-        b"event" | b"o" => H::Event,
-        b"subject" | b"s" => H::Subject,
-        b"refer-to" | b"r" => H::ReferTo,
-        b"referred-by" | b"b" => H::ReferredBy,
-        b"session-expires" | b"x" => H::SessionExpires,
-        b"min-se" => H::MinSe,
-        b"reason" => H::Reason,
-        b"retry-after" => H::RetryAfter,
-        b"warning" => H::Warning,
-        b"timestamp" => H::Timestamp,
-        // Compact forms of headers without a variant (RFC 3841, RFC 4474, RFC 6665).
-        b"a" => other("Accept-Contact"),
-        b"j" => other("Reject-Contact"),
-        b"d" => other("Request-Disposition"),
-        b"u" => other("Allow-Events"),
-        b"y" => other("Identity"),
-        b"n" => other("Identity-Info"),
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+        return H::Other(String::new());
+    };
+    let first = first.to_ascii_lowercase();
+    if b.len() == 1 {
+        return match first {
+            b'v' => H::Via,
+            b'f' => H::From,
+            b't' => H::To,
+            b'i' => H::CallId,
+            b'm' => H::Contact,
+            b'l' => H::ContentLength,
+            b'c' => H::ContentType,
+            b'e' => H::ContentEncoding,
+            b'k' => H::Supported,
+            b'o' => H::Event,
+            b's' => H::Subject,
+            b'r' => H::ReferTo,
+            b'b' => H::ReferredBy,
+            b'x' => H::SessionExpires,
+            // Compact forms of headers without a variant (RFC 3841, RFC 4474, RFC 6665).
+            b'a' => other("Accept-Contact"),
+            b'j' => other("Reject-Contact"),
+            b'd' => other("Request-Disposition"),
+            b'u' => other("Allow-Events"),
+            b'y' => other("Identity"),
+            b'n' => other("Identity-Info"),
+            _ => H::Other(s.to_owned()),
+        };
+    }
+    // The canonical spelling, which most senders use, is compared first (inlined: a literal
+    // of the length matched).
+    macro_rules! pick {
+        ($canonical:literal, $known:expr) => {
+            if b == $canonical.as_bytes() || s.eq_ignore_ascii_case($canonical) {
+                $known
+            } else {
+                H::Other(s.to_owned())
+            }
+        };
+    }
+    match (b.len(), first, last.to_ascii_lowercase()) {
+        (2, b't', _) => pick!("To", H::To),
+        (3, b'v', _) => pick!("Via", H::Via),
+        (4, b'c', _) => pick!("CSeq", H::CSeq),
+        (4, b'd', _) => pick!("Date", H::Date),
+        (4, b'f', _) => pick!("From", H::From),
+        (4, b'p', _) => pick!("Path", H::Path),
+        (5, b'a', _) => pick!("Allow", H::Allow),
+        (5, b'e', _) => pick!("Event", H::Event),
+        (5, b'r', _) => pick!("Route", H::Route),
+        (6, b'm', _) => pick!("Min-SE", H::MinSe),
+        (6, b'r', _) => pick!("Reason", H::Reason),
+        (6, b's', _) => pick!("Server", H::Server),
+        (7, b'c', b'd') => pick!("Call-ID", H::CallId),
+        (7, b'c', b't') => pick!("Contact", H::Contact),
+        (7, b'e', _) => pick!("Expires", H::Expires),
+        (7, b'r', _) => pick!("Require", H::Require),
+        (7, b's', _) => pick!("Subject", H::Subject),
+        (7, b'w', _) => pick!("Warning", H::Warning),
+        (8, b'r', _) => pick!("Refer-To", H::ReferTo),
+        (9, b's', _) => pick!("Supported", H::Supported),
+        (9, b't', _) => pick!("Timestamp", H::Timestamp),
+        (10, b'u', _) => pick!("User-Agent", H::UserAgent),
+        (11, b'm', _) => pick!("Min-Expires", H::MinExpires),
+        (11, b'r', b'y') => pick!("Referred-By", H::ReferredBy),
+        (11, b'r', b'r') => pick!("Retry-After", H::RetryAfter),
+        (11, b'u', _) => pick!("Unsupported", H::Unsupported),
+        (12, b'c', _) => pick!("Content-Type", H::ContentType),
+        (12, b'm', _) => pick!("Max-Forwards", H::MaxForwards),
+        (12, b'r', _) => pick!("Record-Route", H::RecordRoute),
+        (13, b'a', _) => pick!("Authorization", H::Authorization),
+        (13, b'p', _) => pick!("Proxy-Require", H::ProxyRequire),
+        (14, b'c', _) => pick!("Content-Length", H::ContentLength),
+        (15, b's', _) => pick!("Session-Expires", H::SessionExpires),
+        (16, b'c', _) => pick!("Content-Encoding", H::ContentEncoding),
+        (16, b'w', _) => pick!("WWW-Authenticate", H::WwwAuthenticate),
+        (18, b'p', _) => pick!("Proxy-Authenticate", H::ProxyAuthenticate),
+        (19, b'a', _) => pick!("Authentication-Info", H::AuthenticationInfo),
+        (19, b'p', _) => pick!("Proxy-Authorization", H::ProxyAuthorization),
         _ => H::Other(s.to_owned()),
     }
 }
@@ -532,6 +920,10 @@ impl<'a> Iterator for SplitList<'a> {
             let b = s.as_bytes();
             let (mut quoted, mut angle, mut i) = (false, false, 0);
             let mut cut = None;
+            // Most values hold no comma at all: then they are one element, whatever they quote.
+            if memchr::memchr(b',', b).is_none() {
+                i = b.len();
+            }
             while let Some(&c) = b.get(i) {
                 match c {
                     b'\\' if quoted => i += 1,
@@ -567,69 +959,152 @@ impl<'a> Iterator for SplitList<'a> {
 // ---------------------------------------------------------------------------------------------
 // Header values
 
-/// `*( SEMI generic-param )` with LWS allowed around `;` and `=` (RFC 3261 §25.1, RFC 4475
-/// §3.1.1.1). Values are a token, a host (IPv6 references and, per RFC 5118 §4.5, bare IPv6
-/// addresses in `received`) or a quoted string kept with its quotes. Must consume everything.
-fn header_params(c: &mut Cursor<'_>) -> Result<Params, ParseError> {
+/// Checked header parameters (`*( SEMI generic-param )`, RFC 3261 §25.1) as written, LWS
+/// included; values keep their quotes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ParamsRef<'a> {
+    raw: &'a str,
+    count: usize,
+}
+
+impl<'a> ParamsRef<'a> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
+        let mut c = Cursor::new(self.raw);
+        // Checked already: no error can come up, and none is hidden by stopping at one.
+        std::iter::from_fn(move || header_param(&mut c, 0).ok().flatten())
+    }
+
+    /// `None` if absent, `Some(None)` if present without a value (as [`Params::get`]).
+    pub(crate) fn get(self, name: &str) -> Option<Option<&'a str>> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    pub(crate) fn to_params(self) -> Params {
+        let mut params = Vec::with_capacity(self.count);
+        params.extend(
+            self.iter()
+                .map(|(name, value)| (name.to_owned(), value.map(str::to_owned))),
+        );
+        Params(params)
+    }
+}
+
+/// One `; name [= value]` header parameter with LWS allowed around `;` and `=` (RFC 3261
+/// §25.1, RFC 4475 §3.1.1.1), `count` being how many came before it; `None` at the end of the
+/// input. Values are a token, a host (IPv6 references and, per RFC 5118 §4.5, bare IPv6
+/// addresses in `received`) or a quoted string kept with its quotes.
+fn header_param<'a>(
+    c: &mut Cursor<'a>,
+    count: usize,
+) -> Result<Option<(&'a str, Option<&'a str>)>, ParseError> {
     let bad = || ParseError::new("Malformed parameter");
-    let mut params = Params::default();
-    loop {
+    c.skip_ws();
+    if c.at_end() {
+        return Ok(None);
+    }
+    if !c.eat(b';') {
+        return Err(bad());
+    }
+    c.skip_ws();
+    let name = c.take_class(&TOKEN);
+    if name.is_empty() || count >= MAX_PARAMS {
+        return Err(bad());
+    }
+    c.skip_ws();
+    let value = if c.eat(b'=') {
         c.skip_ws();
-        if c.at_end() {
-            return Ok(params);
-        }
-        if !c.eat(b';') {
-            return Err(bad());
-        }
-        c.skip_ws();
-        let name = c.take_while(is_token);
-        if name.is_empty() || params.0.len() >= MAX_PARAMS {
-            return Err(bad());
-        }
-        c.skip_ws();
-        let value = if c.eat(b'=') {
-            c.skip_ws();
-            let v = if c.peek() == Some(b'"') {
-                c.quoted()?
-            } else {
-                c.take_while(|b| is_token(b) || b == b':' || b == b'[' || b == b']')
-            };
-            if v.is_empty() {
-                return Err(bad());
-            }
-            Some(v.to_owned())
+        let v = if c.peek() == Some(b'"') {
+            c.quoted()?
         } else {
-            None
+            c.take_class(&PARAM_VALUE)
         };
-        params.0.push((name.to_owned(), value));
+        if v.is_empty() {
+            return Err(bad());
+        }
+        Some(v)
+    } else {
+        None
+    };
+    Ok(Some((name, value)))
+}
+
+/// Header parameters up to the end of the input (which they must consume).
+fn header_params<'a>(c: &mut Cursor<'a>) -> Result<ParamsRef<'a>, ParseError> {
+    let start = c.pos;
+    let mut count = 0;
+    while header_param(c, count)?.is_some() {
+        count += 1;
+    }
+    Ok(ParamsRef {
+        raw: c.s.get(start..).unwrap_or(""),
+        count,
+    })
+}
+
+/// A checked Via value, borrowing its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViaRef<'a> {
+    /// As written (not yet upper-cased).
+    pub(crate) transport: &'a str,
+    pub(crate) host: HostRef<'a>,
+    pub(crate) port: Option<u16>,
+    pub(crate) params: ParamsRef<'a>,
+}
+
+impl<'a> ViaRef<'a> {
+    /// The branch parameter, if any (as [`Via::branch`]).
+    pub(crate) fn branch(self) -> Option<&'a str> {
+        self.params.get("branch").flatten()
+    }
+
+    pub(crate) fn to_via(self) -> Via {
+        Via {
+            transport: self.transport.to_ascii_uppercase(),
+            host: self.host.to_host(),
+            port: self.port,
+            params: self.params.to_params(),
+        }
     }
 }
 
 /// One Via value (RFC 3261 §20.42): `SIP / 2.0 / transport LWS sent-by *(; via-params)`.
 pub(crate) fn via(s: &str) -> Result<Via, ParseError> {
+    via_ref(s).map(ViaRef::to_via)
+}
+
+/// [`via`] without building the owned value.
+pub(crate) fn via_ref(s: &str) -> Result<ViaRef<'_>, ParseError> {
     let bad = || ParseError::new("Malformed Via");
     let mut c = Cursor::new(trim_ws(s));
-    let proto = c.take_while(is_token);
-    c.skip_ws();
-    let slash1 = c.eat(b'/');
-    c.skip_ws();
-    let version = c.take_while(is_token);
-    c.skip_ws();
-    let slash2 = c.eat(b'/');
-    c.skip_ws();
-    let transport = c.take_while(is_token);
-    if !proto.eq_ignore_ascii_case("SIP")
-        || version != "2.0"
-        || !slash1
-        || !slash2
-        || transport.is_empty()
-    {
+    let transport = match c.s.get(..8) {
+        // The usual spelling, without LWS: what the general path below reads it as.
+        Some(p) if p.eq_ignore_ascii_case("SIP/2.0/") => {
+            c.pos = 8;
+            c.skip_ws();
+            c.take_class(&TOKEN)
+        }
+        _ => {
+            let proto = c.take_class(&TOKEN);
+            c.skip_ws();
+            let slash1 = c.eat(b'/');
+            c.skip_ws();
+            let version = c.take_class(&TOKEN);
+            c.skip_ws();
+            let slash2 = c.eat(b'/');
+            c.skip_ws();
+            let transport = c.take_class(&TOKEN);
+            if !proto.eq_ignore_ascii_case("SIP") || version != "2.0" || !slash1 || !slash2 {
+                return Err(bad());
+            }
+            transport
+        }
+    };
+    if transport.is_empty() || c.skip_ws() == 0 {
         return Err(bad());
     }
-    if c.skip_ws() == 0 {
-        return Err(bad());
-    }
-    let host = host(&mut c).map_err(|_| bad())?;
+    let host = host_ref(&mut c).map_err(|_| bad())?;
     c.skip_ws();
     let port = if c.eat(b':') {
         c.skip_ws();
@@ -638,17 +1113,62 @@ pub(crate) fn via(s: &str) -> Result<Via, ParseError> {
         None
     };
     let params = header_params(&mut c).map_err(|_| bad())?;
-    Ok(Via {
-        transport: transport.to_ascii_uppercase(),
+    Ok(ViaRef {
+        transport,
         host,
         port,
         params,
     })
 }
 
+/// A checked name-addr or addr-spec with its header parameters, borrowing its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NameAddrRef<'a> {
+    /// Without the quotes of a quoted display name (escapes kept as on the wire).
+    pub(crate) display: Option<&'a str>,
+    pub(crate) uri: UriRef<'a>,
+    pub(crate) params: ParamsRef<'a>,
+}
+
+impl<'a> NameAddrRef<'a> {
+    /// The tag parameter, if any (as [`NameAddr::tag`]).
+    pub(crate) fn tag(self) -> Option<&'a str> {
+        self.params.get("tag").flatten()
+    }
+
+    /// The owned value without its `tag` parameters.
+    pub(crate) fn to_name_addr_without_tag(self) -> NameAddr {
+        let mut params = Vec::with_capacity(self.params.count);
+        params.extend(
+            self.params
+                .iter()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("tag"))
+                .map(|(name, value)| (name.to_owned(), value.map(str::to_owned))),
+        );
+        NameAddr {
+            display: self.display.map(str::to_owned),
+            uri: self.uri.to_uri(),
+            params: Params(params),
+        }
+    }
+
+    pub(crate) fn to_name_addr(self) -> NameAddr {
+        NameAddr {
+            display: self.display.map(str::to_owned),
+            uri: self.uri.to_uri(),
+            params: self.params.to_params(),
+        }
+    }
+}
+
 /// A From/To/Contact/Route value: name-addr or addr-spec, then header parameters
 /// (RFC 3261 §20.10, §25.1).
 pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
+    name_addr_ref(s).map(NameAddrRef::to_name_addr)
+}
+
+/// [`name_addr`] without building the owned value.
+pub(crate) fn name_addr_ref(s: &str) -> Result<NameAddrRef<'_>, ParseError> {
     let s = trim_ws(s);
     let mut c = Cursor::new(s);
     let display = if c.peek() == Some(b'"') {
@@ -657,24 +1177,26 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
         Some(
             q.strip_prefix('"')
                 .and_then(|q| q.strip_suffix('"'))
-                .unwrap_or("")
-                .to_owned(),
+                .unwrap_or(""),
         )
     } else {
         // A display name of tokens cannot hold ";", so a "<" before the first ";" starts the
         // name-addr; without one this is an addr-spec.
-        let head = s.get(..find_byte(s, b';').unwrap_or(s.len())).unwrap_or("");
-        match find_byte(head, b'<') {
+        let lt = s
+            .bytes()
+            .position(|b| b == b';' || b == b'<')
+            .filter(|&i| s.as_bytes().get(i) == Some(&b'<'));
+        match lt {
             Some(lt) => {
-                let name = trim_ws(head.get(..lt).unwrap_or(""));
+                let name = trim_ws(s.get(..lt).unwrap_or(""));
                 // RFC 4475 §3.1.2.15: an unquoted display name is tokens and LWS only. UTF-8
                 // beyond ASCII is let through: some UAs send it unquoted, and it cannot be
                 // mistaken for a delimiter (it is re-serialised quoted).
-                if !name.bytes().all(|b| is_token(b) || is_ws(b) || b >= 0x80) {
+                if !class_only(name, &DISPLAY_NAME) {
                     return Err(ParseError::new("Malformed display name"));
                 }
                 c.pos = lt;
-                (!name.is_empty()).then(|| name.to_owned())
+                (!name.is_empty()).then_some(name)
             }
             None => {
                 // RFC 3261 §20.10: a URI holding ",", "?" or ";" must be in <>; the first ";"
@@ -686,10 +1208,10 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
                         "URI with ',' or '?' must be enclosed in <>",
                     ));
                 }
-                let uri = uri(spec)?;
+                let uri = uri_ref(spec)?;
                 c.pos = end;
                 let params = header_params(&mut c)?;
-                return Ok(NameAddr {
+                return Ok(NameAddrRef {
                     display: None,
                     uri,
                     params,
@@ -700,39 +1222,54 @@ pub(crate) fn name_addr(s: &str) -> Result<NameAddr, ParseError> {
     if !c.eat(b'<') {
         return Err(ParseError::new("Malformed name-addr"));
     }
-    let inner = c.take_while(|b| b != b'>');
+    let inner = c.take_until(b'>');
     if !c.eat(b'>') {
         return Err(ParseError::new("Unterminated <URI>"));
     }
-    // RFC 4475 §3.1.2.14: no LWS inside the brackets; uri() refuses it.
-    let uri = uri(inner)?;
+    // RFC 4475 §3.1.2.14: no LWS inside the brackets; uri_ref() refuses it.
+    let uri = uri_ref(inner)?;
     let params = header_params(&mut c)?;
-    Ok(NameAddr {
+    Ok(NameAddrRef {
         display,
         uri,
         params,
     })
 }
 
+/// A Contact value (RFC 3261 §20.10): `None` for `*`, else the address (as
+/// [`ContactValue::parse`](crate::header::ContactValue::parse)).
+pub(crate) fn contact_ref(s: &str) -> Result<Option<NameAddrRef<'_>>, ParseError> {
+    if s.trim() == "*" {
+        Ok(None)
+    } else {
+        name_addr_ref(s).map(Some)
+    }
+}
+
 /// `CSeq: 1*DIGIT LWS Method` (RFC 3261 §20.16); the number must fit 32 bits.
 pub(crate) fn cseq(s: &str) -> Result<CSeq, ParseError> {
+    cseq_ref(s).map(|(seq, method)| CSeq {
+        seq,
+        method: Method::parse(method),
+    })
+}
+
+/// [`cseq`] with the method as written.
+pub(crate) fn cseq_ref(s: &str) -> Result<(u32, &str), ParseError> {
     let bad = || ParseError::new("Malformed CSeq");
     let mut c = Cursor::new(trim_ws(s));
-    let digits = c.take_while(|b| b.is_ascii_digit());
+    let digits = c.take_class(&DIGIT);
     if digits.is_empty() || c.skip_ws() == 0 {
         return Err(bad());
     }
     let seq = digits
         .parse::<u32>()
         .map_err(|_| ParseError::new("CSeq number too large"))?;
-    let method = c.take_while(is_token);
+    let method = c.take_class(&TOKEN);
     if method.is_empty() || !c.at_end() {
         return Err(bad());
     }
-    Ok(CSeq {
-        seq,
-        method: Method::parse(method),
-    })
+    Ok((seq, method))
 }
 
 /// RFC 1123 date in GMT as RFC 3261 §20.17 requires: `Sat, 13 Nov 2010 23:29:00 GMT`.
@@ -803,22 +1340,33 @@ fn lines(head: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Unfolds header lines (RFC 3261 §7.3.1: a line starting with SP/HT continues the previous
-/// one, the fold counting as one SP). `strict` refuses malformed lines, else they are skipped.
-fn header_lines<'a>(
-    lines: impl Iterator<Item = &'a str>,
-    strict: bool,
-) -> Result<Vec<Header>, ParseError> {
+/// The header lines that follow the start line, unfolded (RFC 3261 §7.3.1: a line starting
+/// with SP/HT continues the previous one, the fold counting as one SP). Any malformed line
+/// refuses the message.
+///
+/// One scan per line finds its end and any CR in it (a CR is only allowed right before the LF).
+fn header_section(text: &str) -> Result<Vec<Header>, ParseError> {
+    let bad = || ParseError::new("Malformed header line");
     let mut out: Vec<Header> = Vec::with_capacity(16);
-    for line in lines {
-        // A CR is only allowed as part of a line end (RFC 3261 §7.3.1).
-        if memchr::memchr(b'\r', line.as_bytes()).is_some() {
-            if strict {
-                return Err(ParseError::new("Malformed header line"));
-            }
-            continue;
-        }
-        if line.as_bytes().first().is_some_and(|&b| is_ws(b)) {
+    let b = text.as_bytes();
+    let mut pos = 0;
+    while pos < b.len() {
+        let tail = b.get(pos..).unwrap_or(&[]);
+        let (len, next) = match memchr::memchr2(b'\r', b'\n', tail) {
+            None => (tail.len(), b.len()),
+            Some(i) => match (tail.get(i), tail.get(i + 1)) {
+                (Some(b'\n'), _) => (i, pos + i + 1),
+                (_, Some(b'\n')) => (i, pos + i + 2),
+                // The text ends with a line end, so this is a bare CR, unless the last line
+                // lacks its LF (then the CR is its end, as `lines` reads it).
+                (_, None) => (i, b.len()),
+                _ => return Err(bad()),
+            },
+        };
+        let line = text.get(pos..pos + len).unwrap_or("");
+        pos = next;
+        let lb = line.as_bytes();
+        if lb.first().is_some_and(|&c| is_ws(c)) {
             let more = trim_ws(line);
             match out.last_mut() {
                 Some(Header { value, .. }) if !more.is_empty() => {
@@ -828,8 +1376,47 @@ fn header_lines<'a>(
                     value.push_str(more);
                 }
                 Some(_) => {}
-                None if strict => return Err(ParseError::new("Malformed header line")),
-                None => {}
+                None => return Err(bad()),
+            }
+            continue;
+        }
+        // field-name HCOLON: a token, optional SP/HT, ':' (':' is neither token nor SP/HT).
+        let name_len = lb.iter().take_while(|&&c| is_token(c)).count();
+        let colon = name_len
+            + lb.get(name_len..)
+                .map_or(0, |r| r.iter().take_while(|&&c| is_ws(c)).count());
+        if name_len == 0 || lb.get(colon) != Some(&b':') {
+            return Err(bad());
+        }
+        if out.len() >= MAX_HEADERS {
+            return Err(ParseError::new("Too many header fields"));
+        }
+        out.push(Header {
+            name: header_name(line.get(..name_len).unwrap_or("")),
+            value: trim_ws(line.get(colon + 1..).unwrap_or("")).to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Unfolds header lines as [`header_section`] does, skipping malformed lines (for
+/// [`recover_request_headers`]).
+fn header_lines_lenient<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<Header> {
+    let mut out: Vec<Header> = Vec::with_capacity(16);
+    for line in lines {
+        // A CR is only allowed as part of a line end (RFC 3261 §7.3.1).
+        if memchr::memchr(b'\r', line.as_bytes()).is_some() {
+            continue;
+        }
+        if line.as_bytes().first().is_some_and(|&b| is_ws(b)) {
+            let more = trim_ws(line);
+            if let Some(Header { value, .. }) = out.last_mut() {
+                if !more.is_empty() {
+                    if !value.is_empty() {
+                        value.push(' ');
+                    }
+                    value.push_str(more);
+                }
             }
             continue;
         }
@@ -840,21 +1427,14 @@ fn header_lines<'a>(
                 value: trim_ws(value).to_owned(),
             })
         });
-        match parsed {
-            Some(h) => {
-                if out.len() >= MAX_HEADERS {
-                    if strict {
-                        return Err(ParseError::new("Too many header fields"));
-                    }
-                    break;
-                }
-                out.push(h);
+        if let Some(h) = parsed {
+            if out.len() >= MAX_HEADERS {
+                break;
             }
-            None if strict => return Err(ParseError::new("Malformed header line")),
-            None => {}
+            out.push(h);
         }
     }
-    Ok(out)
+    out
 }
 
 fn check_version(v: &str) -> Result<(), ParseError> {
@@ -922,77 +1502,123 @@ fn start_line(line: &str) -> Result<StartLine, ParseError> {
     Ok(StartLine::Request(Method::parse(method), uri))
 }
 
-/// Header fields that appear at most once (RFC 3261 §7.3.1, RFC 4475 §3.3.8-9).
-fn single(headers: &Headers, name: &HeaderName, label: &str) -> Result<Option<usize>, ParseError> {
-    let mut found = None;
-    for (i, h) in headers.0.iter().enumerate() {
-        if &h.name == name {
-            if found.is_some() {
-                return Err(ParseError::new(format!("Multiple {label} header fields")));
-            }
-            found = Some(i);
-        }
-    }
-    Ok(found)
+/// Where a header field that appears at most once (RFC 3261 §7.3.1, RFC 4475 §3.3.8-9) is.
+#[derive(Default, Clone, Copy)]
+struct Single {
+    first: Option<usize>,
+    repeated: bool,
 }
 
-fn value_at(headers: &Headers, i: Option<usize>) -> Option<&str> {
-    i.and_then(|i| headers.0.get(i)).map(|h| h.value.as_str())
+impl Single {
+    fn see(&mut self, i: usize) {
+        if self.first.is_some() {
+            self.repeated = true;
+        } else {
+            self.first = Some(i);
+        }
+    }
+
+    /// The value of the only line, `None` if there is none, an error if there are several.
+    fn value<'h>(self, headers: &'h Headers, label: &str) -> Result<Option<&'h str>, ParseError> {
+        if self.repeated {
+            return Err(ParseError::new(format!("Multiple {label} header fields")));
+        }
+        Ok(self
+            .first
+            .and_then(|i| headers.0.get(i))
+            .map(|h| h.value.as_str()))
+    }
 }
 
 /// Checks what RFC 3261 §8.1.1 and §8.2 need of every message so that accessors cannot fail
 /// later: Via, From, To, Call-ID, CSeq present and well-formed, scalar fields in range.
+///
+/// Only borrowed views are built (nothing is allocated unless the message is refused). The
+/// header list is walked once to find the fields; the checks then run in a fixed order, which
+/// decides the error of a message with several faults.
 fn validate(headers: &Headers, method: Option<&Method>) -> Result<(), ParseError> {
-    let mut vias = headers.values(&HeaderName::Via).peekable();
-    if vias.peek().is_none() {
+    let mut from = Single::default();
+    let mut to = Single::default();
+    let mut call_id = Single::default();
+    let mut cseq = Single::default();
+    let mut max_forwards = Single::default();
+    let mut expires = Single::default();
+    let mut date = Single::default();
+    let mut content_type = Single::default();
+    let (mut via_lines, mut contact_lines) = (false, false);
+    for (i, h) in headers.0.iter().enumerate() {
+        match h.name {
+            HeaderName::Via => via_lines = true,
+            HeaderName::From => from.see(i),
+            HeaderName::To => to.see(i),
+            HeaderName::CallId => call_id.see(i),
+            HeaderName::CSeq => cseq.see(i),
+            HeaderName::MaxForwards => max_forwards.see(i),
+            HeaderName::Expires => expires.see(i),
+            HeaderName::Date => date.see(i),
+            HeaderName::ContentType => content_type.see(i),
+            HeaderName::Contact => contact_lines = true,
+            _ => {}
+        }
+    }
+
+    let mut any_via = false;
+    if via_lines {
+        for v in headers.values(&HeaderName::Via) {
+            any_via = true;
+            via_ref(v)?;
+        }
+    }
+    if !any_via {
         return Err(ParseError::new("Missing Via"));
     }
-    for v in vias {
-        via(v)?;
-    }
-    for (name, label) in [(HeaderName::From, "From"), (HeaderName::To, "To")] {
-        let v = value_at(headers, single(headers, &name, label)?)
+    for (line, label) in [(from, "From"), (to, "To")] {
+        let v = line
+            .value(headers, label)?
             .ok_or_else(|| ParseError::new(format!("Missing {label}")))?;
-        name_addr(v).map_err(|e| ParseError::new(format!("Malformed {label}: {e}")))?;
+        name_addr_ref(v).map_err(|e| ParseError::new(format!("Malformed {label}: {e}")))?;
     }
-    let call_id = value_at(headers, single(headers, &HeaderName::CallId, "Call-ID")?)
+    let call_id = call_id
+        .value(headers, "Call-ID")?
         .ok_or_else(|| ParseError::new("Missing Call-ID"))?;
     if call_id.is_empty() || find_any(call_id, b" \t").is_some() {
         return Err(ParseError::new("Malformed Call-ID"));
     }
-    let cseq_value = value_at(headers, single(headers, &HeaderName::CSeq, "CSeq")?)
+    let cseq = cseq
+        .value(headers, "CSeq")?
         .ok_or_else(|| ParseError::new("Missing CSeq"))?;
-    let cseq = cseq(cseq_value)?;
-    if method.is_some_and(|m| *m != cseq.method) {
+    let (_, cseq_method) = cseq_ref(cseq)?;
+    // `Method::parse` gives each name one variant and `as_str` gives the name back, so comparing
+    // the names compares the methods.
+    if method.is_some_and(|m| m.as_str() != cseq_method) {
         return Err(ParseError::new("CSeq method does not match request method"));
     }
-    if let Some(v) = value_at(
-        headers,
-        single(headers, &HeaderName::MaxForwards, "Max-Forwards")?,
-    ) {
+    if let Some(v) = max_forwards.value(headers, "Max-Forwards")? {
         // RFC 3261 §20.22: 0-255 (RFC 4475 §3.1.2.4).
         if v.is_empty()
             || v.len() > 5
-            || !all(v, |b| b.is_ascii_digit())
+            || !class_only(v, &DIGIT)
             || v.parse::<u32>().map_or(true, |n| n > 255)
         {
             return Err(ParseError::new("Bad Max-Forwards"));
         }
     }
-    if let Some(v) = value_at(headers, single(headers, &HeaderName::Expires, "Expires")?) {
+    if let Some(v) = expires.value(headers, "Expires")? {
         // RFC 3261 §20.19: delta-seconds up to 2^32-1 (RFC 4475 §3.1.2.4).
-        if v.is_empty() || !all(v, |b| b.is_ascii_digit()) || v.parse::<u32>().is_err() {
+        if v.is_empty() || !class_only(v, &DIGIT) || v.parse::<u32>().is_err() {
             return Err(ParseError::new("Bad Expires"));
         }
     }
-    if let Some(v) = value_at(headers, single(headers, &HeaderName::Date, "Date")?) {
+    if let Some(v) = date.value(headers, "Date")? {
         if !date_valid(v) {
             return Err(ParseError::new("Bad Date"));
         }
     }
-    single(headers, &HeaderName::ContentType, "Content-Type")?;
-    for v in headers.values(&HeaderName::Contact) {
-        ContactValue::parse(v).map_err(|e| ParseError::new(format!("Malformed Contact: {e}")))?;
+    content_type.value(headers, "Content-Type")?;
+    if contact_lines {
+        for v in headers.values(&HeaderName::Contact) {
+            contact_ref(v).map_err(|e| ParseError::new(format!("Malformed Contact: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -1010,26 +1636,27 @@ pub(crate) fn message(bytes: &[u8], stream: bool) -> Result<Message, ParseError>
     let head =
         std::str::from_utf8(head).map_err(|_| ParseError::new("Header fields are not UTF-8"))?;
     let body = bytes.get(body_start..).unwrap_or(&[]);
-    let mut lines = lines(head);
-    let first = lines.next().unwrap_or("");
-    let start = start_line(first)?;
-    let raw = header_lines(lines, true)?;
+    let (first, rest) = match memchr::memchr(b'\n', head.as_bytes()) {
+        Some(i) => (head.get(..i).unwrap_or(""), head.get(i + 1..).unwrap_or("")),
+        None => (head, ""),
+    };
+    let start = start_line(first.strip_suffix('\r').unwrap_or(first))?;
+    let mut headers = Headers(header_section(rest)?);
 
-    let mut headers = Headers(raw);
-    let mut content_length: Option<String> = None;
-    for h in &headers.0 {
-        if h.name == HeaderName::ContentLength {
+    let mut content_length_at = None;
+    for (i, h) in headers.0.iter().enumerate() {
+        if matches!(h.name, HeaderName::ContentLength) {
             // RFC 4475 §3.3.9: two Content-Lengths leave the body length unknown.
-            if content_length.is_some() {
+            if content_length_at.is_some() {
                 return Err(ParseError::new("Multiple Content-Length header fields"));
             }
-            content_length = Some(h.value.clone());
+            content_length_at = Some(i);
         }
     }
-    if content_length.is_some() {
-        // Kept out of `headers`: the serialiser writes it from the body.
-        headers.remove(&HeaderName::ContentLength);
-    }
+    // Kept out of `headers`: the serialiser writes it from the body.
+    let content_length = content_length_at
+        .filter(|&i| i < headers.0.len())
+        .map(|i| headers.0.remove(i).value);
 
     // RFC 3261 §18.3: Content-Length is mandatory on streams; a body shorter than declared is
     // an error; on datagrams octets beyond it are discarded, and without it the body is the rest.
@@ -1093,7 +1720,7 @@ pub(crate) fn recover_request_headers(bytes: &[u8]) -> Option<Headers> {
     {
         return None;
     }
-    let mut raw = header_lines(lines, false).ok()?;
+    let mut raw = header_lines_lenient(lines);
     raw.retain(|h| {
         matches!(
             h.name,
@@ -1110,15 +1737,53 @@ pub(crate) fn recover_request_headers(bytes: &[u8]) -> Option<Headers> {
 // ---------------------------------------------------------------------------------------------
 // Serialiser
 
+/// Whether `b` holds a CR or an LF. A word at a time: values are short and almost never hold
+/// one, so most words are cleared by one test for "a byte below 0x0e" (CR is 0x0d, LF 0x0a).
+fn has_cr_or_lf(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let is_line_end = |c: &u8| *c == b'\r' || *c == b'\n';
+    let mut words = b.chunks_exact(8);
+    for chunk in &mut words {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            return chunk.iter().any(is_line_end);
+        };
+        let w = u64::from_le_bytes(bytes);
+        // Non-zero iff some byte is below 0x0e (exact for a bound up to 0x80).
+        if w.wrapping_sub(ONES * 0x0e) & !w & HIGH != 0 && chunk.iter().any(is_line_end) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(is_line_end)
+}
+
+/// Replaces CR and LF by SP in what was written from `start` on.
+fn blank_line_ends(out: &mut [u8], start: usize) {
+    if let Some(written) = out.get_mut(start..) {
+        if has_cr_or_lf(written) {
+            for b in written {
+                if *b == b'\r' || *b == b'\n' {
+                    *b = b' ';
+                }
+            }
+        }
+    }
+}
+
 /// Writes `s` with CR and LF replaced by SP, so a hand-edited value cannot inject header lines.
 fn put_text(out: &mut Vec<u8>, s: &str) {
-    if memchr::memchr2(b'\r', b'\n', s.as_bytes()).is_some() {
-        out.extend(
-            s.bytes()
-                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-        );
-    } else {
-        out.extend_from_slice(s.as_bytes());
+    let start = out.len();
+    out.extend_from_slice(s.as_bytes());
+    blank_line_ends(out, start);
+}
+
+/// `fmt::Write` into the output bytes (for the URI and number writers shared with `Display`).
+struct ByteSink<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for ByteSink<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -1135,10 +1800,12 @@ fn estimate(headers: &Headers, body: &Bytes) -> usize {
 /// empty line, then the body.
 fn put_headers_and_body(out: &mut Vec<u8>, headers: &Headers, body: &Bytes) {
     for h in headers.iter() {
-        if h.name == HeaderName::ContentLength {
-            continue;
+        match &h.name {
+            HeaderName::ContentLength => continue,
+            // Names built by hand may hold anything; the others are constants.
+            HeaderName::Other(name) => put_text(out, name),
+            name => out.extend_from_slice(name.as_str().as_bytes()),
         }
-        put_text(out, h.name.as_str());
         out.extend_from_slice(b": ");
         put_text(out, &h.value);
         out.extend_from_slice(b"\r\n");
@@ -1169,8 +1836,10 @@ pub(crate) fn serialize_request(r: &Request) -> Vec<u8> {
     let mut out = Vec::with_capacity(estimate(&r.headers, &r.body));
     put_text(&mut out, r.method.as_str());
     out.push(b' ');
-    let uri = r.uri.to_string();
-    put_text(&mut out, &uri);
+    let start = out.len();
+    // Writing into a Vec cannot fail.
+    let _ = crate::uri::write_uri(&mut ByteSink(&mut out), &r.uri);
+    blank_line_ends(&mut out, start);
     out.extend_from_slice(b" SIP/2.0\r\n");
     put_headers_and_body(&mut out, &r.headers, &r.body);
     out
@@ -1660,5 +2329,538 @@ mod tests {
         assert!(!date_valid("Sat, 15 Okt 2005 04:44:56 GMT"));
         assert!(!date_valid("Sat, 15 Oct 2005 04:44:56 GMT "));
         assert!(!date_valid("Säte 15 Oct 2005 04:44:56 GMT"));
+    }
+
+    /// Every error `validate` can give, and which one wins when a message has several faults:
+    /// the verdicts of the validator that built owned values (this table passes against it
+    /// unchanged).
+    #[test]
+    fn validator_verdicts() {
+        let line = |name: &str| {
+            HEAD.split_inclusive("\r\n")
+                .find(|l| l.starts_with(name))
+                .unwrap()
+                .to_owned()
+        };
+        // (lines to drop, lines to add, reason; "" = accepted)
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&[], "", ""),
+            (&["Via:"], "Via: \r\n", "Missing Via"),
+            (&["Via:"], "Via: SIP/2.0/UDP\r\n", "Malformed Via"),
+            (
+                &[],
+                "Via: SIP/2.0/UDP a.example.com, SIP/2.0/UDP\r\n",
+                "Malformed Via",
+            ),
+            (
+                &[],
+                "Via: SIP/2.0/UDP a.example.com,, SIP/2.0/TCP b\r\n",
+                "",
+            ),
+            (
+                &["Via:"],
+                "v: SIP / 2.0 / UDP  a.example.com : 5060 ; rport\r\n",
+                "",
+            ),
+            (&["Via:"], "Via: SIP/2.0/   UDP a.example.com\r\n", ""),
+            (
+                &["Via:"],
+                "Via: SIP/2.0/UDP a.example.com;branch=\"x\r\n",
+                "Malformed Via",
+            ),
+            (
+                &["Via:"],
+                "Via: SIP/2.0/UDP a.example.com:70000\r\n",
+                "Malformed Via",
+            ),
+            (&["Via:"], "Via: SIP/2.0/UDP 1.2.3.256\r\n", "Malformed Via"),
+            (
+                &["Via:"],
+                "Via: SIP/2.0/UDP [::1]:5060;received=::2\r\n",
+                "",
+            ),
+            (
+                &[],
+                "From: <sip:b@example.com>\r\n",
+                "Multiple From header fields",
+            ),
+            (&["From:"], "", "Missing From"),
+            (
+                &["From:"],
+                "From: <sip:a@example.com\r\n",
+                "Malformed From: Unterminated <URI>",
+            ),
+            (
+                &["From:"],
+                "From: a@b <sip:a@example.com>\r\n",
+                "Malformed From: Malformed display name",
+            ),
+            (
+                &["From:"],
+                "From: \"a <sip:a@example.com>\r\n",
+                "Malformed From: Unterminated quoted string",
+            ),
+            (
+                &["From:"],
+                "From: \"a\" sip:a@example.com\r\n",
+                "Malformed From: Malformed name-addr",
+            ),
+            (
+                &["From:"],
+                "From: sip:a@example.com?x=y\r\n",
+                "Malformed From: URI with ',' or '?' must be enclosed in <>",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@example.com>;;\r\n",
+                "Malformed From: Malformed parameter",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@example.com>;p=\"\\\r\n",
+                "Malformed From: Bad escape in quoted string",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a b@example.com>\r\n",
+                "Malformed From: Malformed URI",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@-x.example.com>\r\n",
+                "Malformed From: Malformed SIP URI host",
+            ),
+            (
+                &["From:"],
+                "From: <sip:%zz@example.com>\r\n",
+                "Malformed From: Malformed SIP URI user",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a:%@example.com>\r\n",
+                "Malformed From: Malformed SIP URI password",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@example.com:99999>\r\n",
+                "Malformed From: Malformed SIP URI port",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@example.com;=x>\r\n",
+                "Malformed From: Malformed SIP URI parameter",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@example.com?x>\r\n",
+                "Malformed From: Malformed SIP URI header",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@example.com:5060x>\r\n",
+                "Malformed From: Malformed SIP URI host",
+            ),
+            (
+                &["From:"],
+                "From: <tel:>\r\n",
+                "Malformed From: Malformed URI",
+            ),
+            (
+                &["From:"],
+                "From: <tel:12a;;x>\r\n",
+                "Malformed From: Malformed tel URI",
+            ),
+            (&["From:"], "From: <tel:+1-555;%zz=1>\r\n", ""),
+            (
+                &["From:"],
+                "From: <1x:abc>\r\n",
+                "Malformed From: Malformed URI",
+            ),
+            (
+                &["From:"],
+                "From: <x-y:a\"b>\r\n",
+                "Malformed From: Malformed URI",
+            ),
+            (
+                &["From:"],
+                "From: <sip:a@1.2.3.4.>\r\n",
+                "Malformed From: Malformed SIP URI host",
+            ),
+            (&["From:"], "From: <SIP:A@Example.COM.>;TAG=x\r\n", ""),
+            (
+                &[],
+                "To: <sip:b@example.com>\r\n",
+                "Multiple To header fields",
+            ),
+            (&["To:"], "", "Missing To"),
+            (&["To:"], "To: <>\r\n", "Malformed To: Malformed URI"),
+            (&[], "i: x\r\n", "Multiple Call-ID header fields"),
+            (&["Call-ID:"], "", "Missing Call-ID"),
+            (&["Call-ID:"], "Call-ID: a b\r\n", "Malformed Call-ID"),
+            (&["Call-ID:"], "Call-ID:\r\n", "Malformed Call-ID"),
+            (&[], "CSeq: 1 OPTIONS\r\n", "Multiple CSeq header fields"),
+            (&["CSeq:"], "", "Missing CSeq"),
+            (&["CSeq:"], "CSeq: x OPTIONS\r\n", "Malformed CSeq"),
+            (&["CSeq:"], "CSeq: 1 OPTIONS x\r\n", "Malformed CSeq"),
+            (
+                &["CSeq:"],
+                "CSeq: 4294967296 OPTIONS\r\n",
+                "CSeq number too large",
+            ),
+            (
+                &["CSeq:"],
+                "CSeq: 1 INVITE\r\n",
+                "CSeq method does not match request method",
+            ),
+            (
+                &["CSeq:"],
+                "CSeq: 1 options\r\n",
+                "CSeq method does not match request method",
+            ),
+            (
+                &[],
+                "Max-Forwards: 1\r\n",
+                "Multiple Max-Forwards header fields",
+            ),
+            (
+                &["Max-Forwards:"],
+                "Max-Forwards: 256\r\n",
+                "Bad Max-Forwards",
+            ),
+            (&["Max-Forwards:"], "Max-Forwards:\r\n", "Bad Max-Forwards"),
+            (
+                &["Max-Forwards:"],
+                "Max-Forwards: 000070\r\n",
+                "Bad Max-Forwards",
+            ),
+            (
+                &["Max-Forwards:"],
+                "Max-Forwards: +70\r\n",
+                "Bad Max-Forwards",
+            ),
+            (&["Max-Forwards:"], "Max-Forwards: 00070\r\n", ""),
+            (
+                &[],
+                "Expires: 1\r\nExpires: 2\r\n",
+                "Multiple Expires header fields",
+            ),
+            (&[], "Expires: x\r\n", "Bad Expires"),
+            (&[], "Expires: 4294967296\r\n", "Bad Expires"),
+            (&[], "Date: x\r\nDate: y\r\n", "Multiple Date header fields"),
+            (&[], "Date: Sat, 13 Nov 2010 23:29:00 EST\r\n", "Bad Date"),
+            (
+                &[],
+                "c: a/b\r\nContent-Type: a/b\r\n",
+                "Multiple Content-Type header fields",
+            ),
+            (
+                &[],
+                "Contact: <sip:a@example.com\r\n",
+                "Malformed Contact: Unterminated <URI>",
+            ),
+            (
+                &[],
+                "Contact: <sip:a@example.com>, x y\r\n",
+                "Malformed Contact: Malformed URI",
+            ),
+            (
+                &[],
+                "Contact: *\r\nm: <sip:a@example.com>;expires=0, \"A, B\" <sip:b@example.com>\r\n",
+                "",
+            ),
+            (&[], "Contact: \x0c*\r\n", ""),
+            // Several faults: the first check in the order above decides.
+            (&["Via:", "From:"], "Via: x\r\n", "Malformed Via"),
+            (&[], "From: x\r\nTo: <\r\n", "Multiple From header fields"),
+            (
+                &["To:"],
+                "To: <\r\ni: x\r\n",
+                "Malformed To: Unterminated <URI>",
+            ),
+            (&["Call-ID:", "CSeq:"], "", "Missing Call-ID"),
+            (
+                &["CSeq:"],
+                "CSeq: 1 INVITE\r\nExpires: x\r\n",
+                "CSeq method does not match request method",
+            ),
+            (
+                &[],
+                "Contact: <\r\nMax-Forwards: 1\r\n",
+                "Multiple Max-Forwards header fields",
+            ),
+            (
+                &[],
+                "Contact: <\r\nc: a/b\r\nc: a/b\r\n",
+                "Multiple Content-Type header fields",
+            ),
+            (&[], "Date: x\r\nExpires: x\r\n", "Bad Expires"),
+        ];
+        for (drop, add, reason) in cases {
+            let mut head: String = HEAD
+                .split_inclusive("\r\n")
+                .filter(|l| !drop.iter().any(|d| l.starts_with(d)))
+                .collect();
+            head.push_str(add);
+            let result = message(&req(&head, ""), true);
+            match (reason.is_empty(), result) {
+                (true, Ok(_)) => {}
+                (true, Err(e)) => panic!("{add:?} refused: {e}"),
+                (false, Ok(_)) => panic!("{add:?} accepted, expected {reason:?}"),
+                (false, Err(e)) => assert_eq!(e.reason, *reason, "{drop:?} {add:?}"),
+            }
+        }
+        // Responses have no request method to match.
+        let status = HEAD.replace("OPTIONS sip:bob@example.com SIP/2.0", "SIP/2.0 200 OK");
+        let status = status.replace(&line("CSeq:"), "CSeq: 1 INVITE\r\n");
+        assert!(message(&req(&status, ""), true).is_ok());
+    }
+
+    /// `ipv4` is `Ipv4Addr::from_str` without its generic machinery: same answer everywhere.
+    #[test]
+    fn ipv4_reads_as_std_does() {
+        let check = |s: &[u8]| {
+            let text = std::str::from_utf8(s).unwrap();
+            assert_eq!(ipv4(s), text.parse::<Ipv4Addr>().ok(), "{text:?}");
+        };
+        for s in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3.4",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3.400",
+            "1.2.3.256",
+            "1.2.3",
+            "1.2.3.4.",
+            ".1.2.3.4",
+            "1..2.3",
+            "1234.1.1.1",
+            "1.2.3.4.5",
+            "0000.0.0.0",
+            "a.b.c.d",
+            "",
+        ] {
+            check(s.as_bytes());
+        }
+        // Every string of up to 8 bytes over a small alphabet.
+        let alphabet = b"0129.";
+        let mut s = Vec::new();
+        fn all(s: &mut Vec<u8>, alphabet: &[u8], left: usize, check: &dyn Fn(&[u8])) {
+            check(s);
+            if left == 0 {
+                return;
+            }
+            for &c in alphabet {
+                s.push(c);
+                all(s, alphabet, left - 1, check);
+                s.pop();
+            }
+        }
+        all(&mut s, alphabet, 8, &check);
+    }
+
+    /// `host_ref`'s one-pass scan is the readable hostname rule (and `ipv4`) over every short
+    /// name, and stops where a host ends.
+    #[test]
+    fn host_scan_is_the_hostname_rule() {
+        fn check(s: &[u8]) {
+            let text = std::str::from_utf8(s).unwrap();
+            let expected = match text.parse::<Ipv4Addr>() {
+                Ok(a) => Some(HostRef::Ipv4(a)),
+                Err(_) => hostname_valid(s).then_some(HostRef::Domain(text)),
+            };
+            for tail in ["", ":5060", ";x", " ", "]", "\u{e9}"] {
+                let with = format!("{text}{tail}");
+                let mut c = Cursor::new(&with);
+                let got = host_ref(&mut c).ok();
+                assert_eq!(got, expected, "{with:?}");
+                if got.is_some() {
+                    assert_eq!(c.pos, text.len(), "{with:?}");
+                }
+            }
+        }
+        fn all(s: &mut Vec<u8>, alphabet: &[u8], lengths: std::ops::RangeInclusive<usize>) {
+            if lengths.contains(&s.len()) {
+                check(s);
+            }
+            if s.len() == *lengths.end() {
+                return;
+            }
+            for &c in alphabet {
+                s.push(c);
+                all(s, alphabet, lengths.clone());
+                s.pop();
+            }
+        }
+        all(&mut Vec::new(), b"aZ09-.", 0..=6);
+        // Long enough for dotted quads.
+        all(&mut Vec::new(), b"90.a", 7..=9);
+        for s in [
+            "1.2.3.4",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            "1.2.3.4a",
+            "1.2.3.4-",
+            "1.2.3.4.com",
+            "1.2.3.a4",
+            "10.0.0.1x.example.com",
+            "0.0.0.0.",
+        ] {
+            check(s.as_bytes());
+        }
+    }
+    /// `header_name` as a lower-cased copy matched against every name: the readable statement
+    /// the fast one is tested against.
+    fn header_name_reference(s: &str) -> HeaderName {
+        use HeaderName as H;
+        let mut buf = [0u8; 24];
+        let Some(dst) = buf.get_mut(..s.len()) else {
+            return H::Other(s.to_owned());
+        };
+        for (d, b) in dst.iter_mut().zip(s.bytes()) {
+            *d = b.to_ascii_lowercase();
+        }
+        let other = |full: &str| H::Other(full.to_owned());
+        match &*dst {
+            b"via" | b"v" => H::Via,
+            b"from" | b"f" => H::From,
+            b"to" | b"t" => H::To,
+            b"call-id" | b"i" => H::CallId,
+            b"cseq" => H::CSeq,
+            b"contact" | b"m" => H::Contact,
+            b"max-forwards" => H::MaxForwards,
+            b"expires" => H::Expires,
+            b"min-expires" => H::MinExpires,
+            b"content-length" | b"l" => H::ContentLength,
+            b"content-type" | b"c" => H::ContentType,
+            b"content-encoding" | b"e" => H::ContentEncoding,
+            b"authorization" => H::Authorization,
+            b"proxy-authorization" => H::ProxyAuthorization,
+            b"www-authenticate" => H::WwwAuthenticate,
+            b"proxy-authenticate" => H::ProxyAuthenticate,
+            b"authentication-info" => H::AuthenticationInfo,
+            b"route" => H::Route,
+            b"record-route" => H::RecordRoute,
+            b"path" => H::Path,
+            b"allow" => H::Allow,
+            b"supported" | b"k" => H::Supported,
+            b"require" => H::Require,
+            b"proxy-require" => H::ProxyRequire,
+            b"unsupported" => H::Unsupported,
+            b"user-agent" => H::UserAgent,
+            b"server" => H::Server,
+            b"date" => H::Date,
+            b"event" | b"o" => H::Event,
+            b"subject" | b"s" => H::Subject,
+            b"refer-to" | b"r" => H::ReferTo,
+            b"referred-by" | b"b" => H::ReferredBy,
+            b"session-expires" | b"x" => H::SessionExpires,
+            b"min-se" => H::MinSe,
+            b"reason" => H::Reason,
+            b"retry-after" => H::RetryAfter,
+            b"warning" => H::Warning,
+            b"timestamp" => H::Timestamp,
+            // Compact forms of headers without a variant (RFC 3841, RFC 4474, RFC 6665).
+            b"a" => other("Accept-Contact"),
+            b"j" => other("Reject-Contact"),
+            b"d" => other("Request-Disposition"),
+            b"u" => other("Allow-Events"),
+            b"y" => other("Identity"),
+            b"n" => other("Identity-Info"),
+            _ => H::Other(s.to_owned()),
+        }
+    }
+
+    #[test]
+    fn header_names_as_the_reference_reads_them() {
+        let mut names: Vec<String> = [
+            "via",
+            "from",
+            "to",
+            "call-id",
+            "cseq",
+            "contact",
+            "max-forwards",
+            "expires",
+            "min-expires",
+            "content-length",
+            "content-type",
+            "content-encoding",
+            "authorization",
+            "proxy-authorization",
+            "www-authenticate",
+            "proxy-authenticate",
+            "authentication-info",
+            "route",
+            "record-route",
+            "path",
+            "allow",
+            "supported",
+            "require",
+            "proxy-require",
+            "unsupported",
+            "user-agent",
+            "server",
+            "date",
+            "event",
+            "subject",
+            "refer-to",
+            "referred-by",
+            "session-expires",
+            "min-se",
+            "reason",
+            "retry-after",
+            "warning",
+            "timestamp",
+            "",
+            "x-custom",
+            "vi",
+            "viaa",
+            "call-ie",
+            "contacs",
+            "referred-bx",
+            "retry-aftes",
+            "a-very-long-header-name-beyond-the-buffer",
+            "\u{e9}t\u{e9}",
+            "t\u{e9}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        names.extend((b'!'..=b'~').map(|c| char::from(c).to_string()));
+        for name in names.clone() {
+            names.push(name.to_ascii_uppercase());
+            // Mixed case, and one letter off.
+            let mixed: String = name
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            names.push(mixed);
+            if let Some(c) = name.chars().last() {
+                let mut off = name.clone();
+                off.pop();
+                off.push(if c == 'z' {
+                    'a'
+                } else {
+                    char::from_u32(c as u32 + 1).unwrap_or('a')
+                });
+                names.push(off);
+            }
+        }
+        for name in &names {
+            let (fast, reference) = (header_name(name), header_name_reference(name));
+            assert_eq!(fast, reference, "{name:?}");
+            assert_eq!(fast.as_str(), reference.as_str(), "{name:?}");
+        }
     }
 }

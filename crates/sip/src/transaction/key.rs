@@ -76,7 +76,17 @@ impl TransactionKey {
     }
 
     fn server_with_method(req: &Request, method: Method) -> Result<Self, ParseError> {
-        Self::server_via(req, method, &req.top_via()?)
+        let via = req.view_top_via()?;
+        match via.branch() {
+            // What `server_via` makes of the owned Via, without building it.
+            Some(branch) if branch.starts_with("z9hG4bK") => Ok(Self(Inner::Rfc3261 {
+                role: Role::Server,
+                branch: branch.to_ascii_lowercase(),
+                sent_by: Some((via.host.to_host(), via.port)),
+                method,
+            })),
+            _ => Self::server_via(req, method, &via.to_via()),
+        }
     }
 
     fn server_via(req: &Request, method: Method, via: &Via) -> Result<Self, ParseError> {
@@ -91,11 +101,11 @@ impl TransactionKey {
         }
         // RFC 3261 §17.2.3: RFC 2543 compatibility.
         let cseq = req.cseq()?;
-        let from_tag = req.from_header()?.tag().map(str::to_owned);
+        let from_tag = req.from_tag()?.map(str::to_owned);
         let to_tag = if method == Method::Invite {
             None
         } else {
-            req.to_header()?.tag().map(str::to_owned)
+            req.to_tag()?.map(str::to_owned)
         };
         Ok(Self(Inner::Rfc2543 {
             method,
@@ -111,8 +121,8 @@ impl TransactionKey {
     /// The client transaction an incoming response belongs to (RFC 3261 §17.1.3): top Via branch
     /// and CSeq method.
     pub fn client(resp: &Response) -> Result<Self, ParseError> {
-        let via = resp.top_via()?;
-        let branch = via
+        let branch = resp
+            .view_top_via()?
             .branch()
             .ok_or_else(|| ParseError::new("Via without branch"))?;
         let method = transaction_method(&resp.cseq()?.method);
@@ -122,8 +132,8 @@ impl TransactionKey {
     /// The key of the client transaction that sends `req`, for looking up its responses. The
     /// request's top Via must carry the branch this element generated.
     pub fn client_for_request(req: &Request) -> Result<Self, ParseError> {
-        let via = req.top_via()?;
-        let branch = via
+        let branch = req
+            .view_top_via()?
             .branch()
             .ok_or_else(|| ParseError::new("Via without branch"))?;
         Ok(Self::client_key(branch, transaction_method(&req.method)))

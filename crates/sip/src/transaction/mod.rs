@@ -247,7 +247,11 @@ fn hop_by_hop_request(req: &Request, method: Method, to: Option<&str>) -> Reques
         .get(&HeaderName::CSeq)
         .and_then(|v| v.split_whitespace().next())
         .unwrap_or("0");
-    out.headers
-        .push(HeaderName::CSeq, format!("{seq} {method}"));
+    let method = method.as_str();
+    let mut cseq = String::with_capacity(seq.len() + 1 + method.len());
+    cseq.push_str(seq);
+    cseq.push(' ');
+    cseq.push_str(method);
+    out.headers.push(HeaderName::CSeq, cseq);
     out
 }

@@ -122,14 +122,17 @@ impl ServerInvite {
     pub fn respond(&mut self, now: Instant, response: Response) {
         match self.state {
             State::Proceeding { .. } => {
-                self.transmits.push_back(response.clone());
                 if response.status.is_provisional() {
+                    self.transmits.push_back(response.clone());
                     self.state = State::Proceeding { last: response };
                 } else if response.status.is_success() {
+                    // Not kept: the TU retransmits its 2xx (RFC 6026), so no copy is needed.
+                    self.transmits.push_back(response);
                     self.deadlines
                         .arm(Timer::L, now, self.timers.transaction_timeout());
                     self.state = State::Accepted;
                 } else {
+                    self.transmits.push_back(response.clone());
                     // RFC 3261 §17.2.1: Timer G only on unreliable transports, Timer H always.
                     if !self.reliable {
                         self.deadlines.arm(Timer::G, now, self.timers.t1);

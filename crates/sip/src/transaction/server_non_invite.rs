@@ -66,13 +66,15 @@ impl ServerNonInvite {
     pub fn respond(&mut self, now: Instant, response: Response) {
         match self.state {
             State::Trying | State::Proceeding { .. } => {
-                self.transmits.push_back(response.clone());
                 if response.status.is_provisional() {
+                    self.transmits.push_back(response.clone());
                     self.state = State::Proceeding { last: response };
                 } else if self.reliable {
-                    // Timer J is zero on reliable transports.
+                    // Timer J is zero on reliable transports: nothing to keep a copy for.
+                    self.transmits.push_back(response);
                     self.state = State::Terminated;
                 } else {
+                    self.transmits.push_back(response.clone());
                     self.deadlines
                         .arm(Timer::J, now, self.timers.transaction_timeout());
                     self.state = State::Completed { last: response };
