@@ -650,7 +650,7 @@ impl Endpoint {
 
         // Requests inside one of our calls' dialogs (RFC 3261 §12.2.2): the call handles them.
         let in_dialog = req.headers.get(&HeaderName::To).is_some_and(may_have_tag)
-            && req.to_header().is_ok_and(|t| t.tag().is_some());
+            && req.to_tag().is_ok_and(|t| t.is_some());
         if in_dialog && !matches!(req.method, Method::Register) && self.calls.owns(req.call_id()) {
             // We relay them to the other leg, so they need a hop left (RFC 3261 §16.3 step 3).
             if req.max_forwards() == Some(0) && req.method != Method::Options {
@@ -1084,8 +1084,8 @@ fn add_to_tag_if_missing(resp: &mut Response, tag: &str) {
         return;
     };
     let has_tag = may_have_tag(&line.value)
-        && confab_sip::NameAddr::parse(&line.value)
-            .map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
+        && confab_sip::NameAddr::parse_tag(&line.value)
+            .map_or_else(|_| line.value.contains(";tag="), |t| t.is_some());
     if !has_tag {
         let end = line.value.trim_end().len();
         line.value.truncate(end);

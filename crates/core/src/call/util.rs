@@ -248,10 +248,14 @@ pub(crate) fn set_to_tag(resp: &mut Response, tag: &str) {
     let Some(line) = resp.headers.0.iter_mut().find(|h| h.name == HeaderName::To) else {
         return;
     };
-    let has_tag = confab_sip::NameAddr::parse(&line.value)
-        .map_or_else(|_| line.value.contains(";tag="), |n| n.tag().is_some());
+    let has_tag = confab_sip::NameAddr::parse_tag(&line.value)
+        .map_or_else(|_| line.value.contains(";tag="), |t| t.is_some());
     if !has_tag {
-        line.value = format!("{};tag={}", line.value.trim_end(), tag);
+        let end = line.value.trim_end().len();
+        line.value.truncate(end);
+        line.value.reserve(5 + tag.len());
+        line.value.push_str(";tag=");
+        line.value.push_str(tag);
     }
 }
 
