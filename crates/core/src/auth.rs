@@ -188,14 +188,8 @@ impl DigestAuth {
         let nonce = self.nonces.lock().issue(now);
         let header = kind.challenge_header();
         for &algorithm in &self.algorithms {
-            let challenge = Challenge {
-                realm: self.realm.clone(),
-                nonce: nonce.clone(),
-                opaque: None,
-                algorithm,
-                stale,
-            };
-            resp.headers.push(header.clone(), challenge.to_string());
+            let value = Challenge::header_value(&self.realm, &nonce, None, algorithm, stale);
+            resp.headers.push(header.clone(), value);
         }
     }
 

@@ -222,6 +222,9 @@ pub struct Endpoint {
     next_keepalive: Mutex<Option<Instant>>,
     max_message_size: usize,
     tag_secret: [u8; 16],
+    /// A hasher that has absorbed `tag_secret` already: cloned for each To tag instead of
+    /// hashing the secret again (the same state, so the same tags).
+    tag_keyed: DefaultHasher,
     stats: Counters,
 }
 
@@ -280,6 +283,11 @@ impl Endpoint {
             next_keepalive: Mutex::new(None),
             max_message_size: config.max_message_size.min(MAX_MESSAGE_SIZE),
             tag_secret,
+            tag_keyed: {
+                let mut h = DefaultHasher::new();
+                tag_secret.hash(&mut h);
+                h
+            },
             stats: Counters::default(),
             domain,
         }
@@ -985,8 +993,7 @@ impl Endpoint {
     /// arrives after its transaction ended gets an identical answer) and unpredictable without
     /// the secret. CANCEL and its INVITE share it (RFC 3261 §9.2 SHOULD).
     fn to_tag(&self, via: &Via, call_id: &str, headers: &Headers) -> String {
-        let mut h = DefaultHasher::new();
-        self.tag_secret.hash(&mut h);
+        let mut h = self.tag_keyed.clone();
         let branch = via.branch().unwrap_or("");
         let mut lower = [0u8; 64];
         match lower.get_mut(..branch.len()) {
@@ -1017,13 +1024,13 @@ impl Endpoint {
         let mut tag = [0u8; 24];
         let _ = hex_into(&a.to_be_bytes(), &mut tag[..16]);
         let _ = hex_into(&(b as u32).to_be_bytes(), &mut tag[16..]);
-        String::from_utf8_lossy(&tag).into_owned()
+        // Hex digits are ASCII: always valid UTF-8.
+        String::from_utf8(tag.to_vec()).unwrap_or_default()
     }
 
     /// A To tag from raw header text, for requests whose Via does not parse.
     fn raw_tag(&self, parts: &[&str]) -> String {
-        let mut h = DefaultHasher::new();
-        self.tag_secret.hash(&mut h);
+        let mut h = self.tag_keyed.clone();
         parts.hash(&mut h);
         let a = h.finish();
         self.tag_secret[8..].hash(&mut h);
@@ -1193,6 +1200,15 @@ fn response_destination(source: &Source, via: &Via) -> Destination {
 /// Option tags in Require and Proxy-Require that we do not support.
 fn unsupported_extensions(req: &Request) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    // Most requests have neither header: one pass over the lines tells.
+    if !req
+        .headers
+        .0
+        .iter()
+        .any(|h| h.name == HeaderName::Require || h.name == HeaderName::ProxyRequire)
+    {
+        return out;
+    }
     for name in [HeaderName::Require, HeaderName::ProxyRequire] {
         for tag in req.headers.values(&name) {
             let tag = tag.trim();

@@ -221,7 +221,13 @@ impl Binding {
 
     /// The Contact header value the 200 OK lists for this binding.
     fn contact_header(&self, now: Instant, gruu_domain: Option<&str>) -> String {
-        let mut v = format!("<{}>;expires={}", self.contact, self.remaining_secs(now));
+        // Sized for the usual case (no GRUU) and written piece by piece: one per binding in
+        // every 200 OK to a REGISTER.
+        let mut v = String::with_capacity(self.contact.len() + 24);
+        v.push('<');
+        v.push_str(&self.contact);
+        v.push_str(">;expires=");
+        push_decimal(&mut v, self.remaining_secs(now));
         if self.q_milli != 1000 {
             v.push_str(";q=");
             v.push_str(&contact::format_q(self.q_milli));
@@ -232,7 +238,8 @@ impl Binding {
             v.push('"');
         }
         if let Some(reg_id) = self.reg_id {
-            v.push_str(&format!(";reg-id={reg_id}"));
+            v.push_str(";reg-id=");
+            push_decimal(&mut v, u64::from(reg_id));
         }
         if let Some(gruu) = gruu_domain.and_then(|d| self.pub_gruu(d)) {
             v.push_str(";pub-gruu=\"");
@@ -491,7 +498,10 @@ impl Requested {
                 b.reg_id.is_none()
                     && self.reg_id.is_none()
                     && b_hash == hash
-                    && UriKey::of_stored(&b.contact).as_ref() == Some(&self.uri_key)
+                    // The same serialised URI is the same key (a refresh, nearly always):
+                    // only a different spelling needs the stored URI parsed.
+                    && (b.contact == self.contact
+                        || UriKey::of_stored(&b.contact).as_ref() == Some(&self.uri_key))
             }
         }
     }
@@ -1194,6 +1204,21 @@ fn key_hash(key: Option<&UriKey>) -> u64 {
 }
 
 /// Caps a User-Agent at [`MAX_USER_AGENT_LEN`] bytes, on a character boundary.
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
 fn truncate(s: &str) -> Box<str> {
     let mut end = s.len().min(MAX_USER_AGENT_LEN);
     while !s.is_char_boundary(end) {

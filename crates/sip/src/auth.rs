@@ -157,24 +157,62 @@ impl fmt::Display for Challenge {
     /// `Digest realm="..",nonce="..",opaque="..",algorithm=SHA-256,qop="auth"[,stale=true]`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         crate::uri::buffered(f, |w| {
-            w.write_str("Digest realm=")?;
-            write_quoted(w, &self.realm)?;
-            w.write_str(",nonce=")?;
-            write_quoted(w, &self.nonce)?;
-            if let Some(opaque) = &self.opaque {
-                w.write_str(",opaque=")?;
-                write_quoted(w, opaque)?;
-            }
-            // RFC 7616 §3.3: algorithm is a token and qop a quoted list.
-            w.write_str(",algorithm=")?;
-            w.write_str(self.algorithm.as_str())?;
-            w.write_str(",qop=\"auth\"")?;
-            if self.stale {
-                w.write_str(",stale=true")?;
-            }
-            Ok(())
+            write_challenge(
+                w,
+                &self.realm,
+                &self.nonce,
+                self.opaque.as_deref(),
+                self.algorithm,
+                self.stale,
+            )
         })
     }
+}
+
+impl Challenge {
+    /// The header value [`Challenge`] displays as, built from borrowed parts into one
+    /// allocation of the right size (no `Challenge` to fill with copies first).
+    pub fn header_value(
+        realm: &str,
+        nonce: &str,
+        opaque: Option<&str>,
+        algorithm: Algorithm,
+        stale: bool,
+    ) -> String {
+        // Fixed text, three quoted values (escapes are rare: room for a few) and the options.
+        let len = 64 + realm.len() + nonce.len() + opaque.map_or(0, |o| o.len() + 10);
+        let mut out = String::with_capacity(len);
+        // Writing into a String cannot fail.
+        let _ = write_challenge(&mut out, realm, nonce, opaque, algorithm, stale);
+        out
+    }
+}
+
+/// `Digest realm="..",nonce="..",opaque="..",algorithm=SHA-256,qop="auth"[,stale=true]`.
+fn write_challenge<W: fmt::Write + ?Sized>(
+    w: &mut W,
+    realm: &str,
+    nonce: &str,
+    opaque: Option<&str>,
+    algorithm: Algorithm,
+    stale: bool,
+) -> fmt::Result {
+    w.write_str("Digest realm=")?;
+    write_quoted(w, realm)?;
+    w.write_str(",nonce=")?;
+    write_quoted(w, nonce)?;
+    if let Some(opaque) = opaque {
+        w.write_str(",opaque=")?;
+        write_quoted(w, opaque)?;
+    }
+    // RFC 7616 §3.3: algorithm is a token and qop a quoted list.
+    w.write_str(",algorithm=")?;
+    w.write_str(algorithm.as_str())?;
+    w.write_str(",qop=\"auth\"")?;
+    if stale {
+        w.write_str(",stale=true")?;
+    }
+    Ok(())
 }
 
 /// Writes a quoted-string, escaping `"` and `\` (RFC 3261 §25.1).

@@ -27,8 +27,9 @@ use super::media::{Leg, MediaAllocation};
 use super::record::{CallRecord, CallState, CallSummary, Disposition, EndReason};
 use super::sdp::{self, Sdp};
 use super::util::{
-    allows, copy_failure_headers, expiry_margin, flow_destination, min_se, response_rank, secs,
-    session_expires, set_to_tag, supports, warning, Local, Refresher, DIALOG_ALLOW,
+    allows, answer_template, copy_failure_headers, expiry_margin, flow_destination, min_se,
+    push_socket_addr, push_u64, response_rank, secs, session_expires, set_to_tag, supports,
+    u64_string, warning, Local, Refresher, DIALOG_ALLOW,
 };
 use super::{CallOutput, Env};
 use crate::registrar::Binding;
@@ -122,14 +123,21 @@ impl SessionTimer {
 
     /// The Session-Expires value when we are the UAS of the refreshing transaction.
     fn header_as_uas(&self) -> String {
-        let who = if self.we_refresh { "uas" } else { "uac" };
-        format!("{};refresher={who}", secs(self.interval))
+        self.header(if self.we_refresh { "uas" } else { "uac" })
     }
 
     /// The Session-Expires value when we are the UAC of the transaction.
     fn header_as_uac(&self) -> String {
-        let who = if self.we_refresh { "uac" } else { "uas" };
-        format!("{};refresher={who}", secs(self.interval))
+        self.header(if self.we_refresh { "uac" } else { "uas" })
+    }
+
+    /// `delta-seconds;refresher=who`.
+    fn header(&self, who: &str) -> String {
+        let mut v = String::with_capacity(32);
+        push_u64(&mut v, secs(self.interval));
+        v.push_str(";refresher=");
+        v.push_str(who);
+        v
     }
 }
 
@@ -153,6 +161,7 @@ struct Peer {
 struct LegA {
     peer: Peer,
     server_key: TransactionKey,
+    /// What answering the caller's INVITE needs of it ([`answer_template`]).
     invite: Request,
     respond_to: Destination,
     /// The caller's offer (`None`: late offer, the callee offers in its 2xx).
@@ -172,8 +181,8 @@ enum Cancel {
 #[derive(Debug)]
 struct Branch {
     contact: String,
-    invite: Request,
     key: TransactionKey,
+    /// Holds our INVITE ([`ClientInvite::request`]) for the whole life of the branch.
     txn: ClientInvite,
     destination: Destination,
     local: Local,
@@ -188,6 +197,10 @@ struct Branch {
 impl Branch {
     fn done(&self) -> bool {
         self.final_status.is_some() || self.answered
+    }
+
+    fn invite(&self) -> &Request {
+        self.txn.request()
     }
 }
 
@@ -269,6 +282,7 @@ struct Relay {
     from: Leg,
     method: Method,
     server_key: TransactionKey,
+    /// What answering the request needs of it ([`answer_template`]).
     request: Request,
     respond_to: Destination,
     /// The originator's request carried an offer.
@@ -379,6 +393,8 @@ pub(crate) struct Call {
     record: CallRecord,
     /// Counted in the per-source ringing limit until it stops ringing.
     ringing_source: Option<IpAddr>,
+    /// [`Call::poll_timeout`], as of the last [`Call::update_deadline`].
+    deadline: Option<Instant>,
 }
 
 /// A request-line + headers response to `req` with our To tag and Server.
@@ -407,7 +423,10 @@ pub(crate) fn escape_user(user: &str) -> String {
         if ok {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0x0f)] as char);
         }
     }
     out
@@ -526,7 +545,7 @@ impl Call {
                 last_ack: None,
             },
             server_key: s.server_key,
-            invite: inv.clone(),
+            invite: answer_template(inv),
             respond_to: s.respond_to,
             offer,
             terms: terms_as_uas(inv, env),
@@ -552,6 +571,7 @@ impl Call {
             silent: false,
             record,
             ringing_source: Some(source_ip),
+            deadline: None,
         };
 
         // RFC 3261 §16.3 step 3 / §16.6 step 3: one hop fewer on leg B.
@@ -560,7 +580,7 @@ impl Call {
             .caller_display
             .clone()
             .or_else(|| inv.from_header().ok().and_then(|f| f.display));
-        let from_uri = format!("sip:{}@{}", escape_user(&s.caller), env.settings.domain);
+        let from_uri = sip_uri(&escape_user(&s.caller), &env.settings.domain);
         for binding in &s.targets {
             call.add_branch(
                 env,
@@ -580,6 +600,7 @@ impl Call {
         }
         info!(devices = call.branches.len(), "ringing");
         env.records.push(call.record.clone());
+        call.update_deadline();
         Ok(call)
     }
 
@@ -602,13 +623,26 @@ impl Call {
         let branch = env.ids.branch();
         let mut h = Headers::new();
         h.push(HeaderName::Via, local.via(&branch));
-        h.push(HeaderName::MaxForwards, max_forwards.to_string());
-        let from = match display {
-            Some(d) => format!("\"{d}\" <{from_uri}>;tag={}", env.ids.tag()),
-            None => format!("<{from_uri}>;tag={}", env.ids.tag()),
-        };
+        h.push(HeaderName::MaxForwards, u64_string(u64::from(max_forwards)));
+        let tag = env.ids.tag();
+        let mut from = String::with_capacity(
+            display.map_or(0, |d| d.len() + 3) + from_uri.len() + tag.len() + 7,
+        );
+        if let Some(d) = display {
+            from.push('"');
+            from.push_str(d);
+            from.push_str("\" ");
+        }
+        from.push('<');
+        from.push_str(from_uri);
+        from.push_str(">;tag=");
+        from.push_str(&tag);
         h.push(HeaderName::From, from);
-        h.push(HeaderName::To, format!("<{to_uri}>"));
+        let mut to = String::with_capacity(to_uri.len() + 2);
+        to.push('<');
+        to.push_str(to_uri);
+        to.push('>');
+        h.push(HeaderName::To, to);
         h.push(HeaderName::CallId, env.ids.call_id(&env.settings.domain));
         h.push(HeaderName::CSeq, "1 INVITE");
         h.push(HeaderName::Contact, local.contact());
@@ -619,10 +653,10 @@ impl Call {
             .a
             .terms
             .map_or(env.settings.calls.session_expires, |t| t.interval);
-        h.push(HeaderName::SessionExpires, secs(interval).to_string());
+        h.push(HeaderName::SessionExpires, u64_string(secs(interval)));
         h.push(
             HeaderName::MinSe,
-            secs(env.settings.calls.min_se).to_string(),
+            u64_string(secs(env.settings.calls.min_se)),
         );
         h.push(HeaderName::UserAgent, SERVER);
         let mut req = Request {
@@ -636,20 +670,15 @@ impl Call {
             return;
         };
         let destination = flow_destination(&binding.source);
-        let mut txn = ClientInvite::new(
-            env.now,
-            req.clone(),
-            destination.transport,
-            env.settings.timers,
-        );
+        let mut txn = ClientInvite::new(env.now, req, destination.transport, env.settings.timers);
         while let Some(r) = txn.poll_transmit() {
             send(env, destination, &r);
         }
         debug!(contact = %binding.contact, to = %destination.addr, transport = %destination.transport, "alerting device");
-        self.record.devices_tried.push(binding.contact.to_string());
+        let contact = binding.contact.to_string();
+        self.record.devices_tried.push(contact.clone());
         self.branches.push(Branch {
-            contact: binding.contact.to_string(),
-            invite: req,
+            contact,
             key,
             txn,
             destination,
@@ -665,7 +694,11 @@ impl Call {
     /// Every Call-ID of the call: leg A's, then one per branch.
     pub(crate) fn call_ids(&self) -> Vec<String> {
         std::iter::once(self.a.invite.call_id().to_owned())
-            .chain(self.branches.iter().map(|b| b.invite.call_id().to_owned()))
+            .chain(
+                self.branches
+                    .iter()
+                    .map(|b| b.invite().call_id().to_owned()),
+            )
             .collect()
     }
 
@@ -754,7 +787,7 @@ impl Call {
         purpose: Purpose,
     ) -> Option<TransactionKey> {
         let branch = env.ids.branch();
-        let min_se_value = secs(env.settings.calls.min_se).to_string();
+        let min_se = secs(env.settings.calls.min_se);
         let peer = self.peer_mut(leg)?;
         let mut req = peer.dialog.request(method.clone());
         req.headers
@@ -767,7 +800,7 @@ impl Call {
             if let Some(t) = &peer.timer {
                 req.headers
                     .push(HeaderName::SessionExpires, t.header_as_uac());
-                req.headers.push(HeaderName::MinSe, min_se_value);
+                req.headers.push(HeaderName::MinSe, u64_string(min_se));
             }
         }
         for (name, value) in extra {
@@ -893,7 +926,7 @@ impl Call {
                 destination: relay.respond_to,
             });
         }
-        self.pending_acks.clear();
+        self.pending_acks = Vec::new();
         self.a.peer.timer = None;
         if let Some(b) = &mut self.b {
             b.timer = None;
@@ -917,7 +950,18 @@ impl Call {
             linger_until: env.now + t.transaction_timeout() + t.t4 + Duration::from_secs(32),
         });
         info!(reason = %reason, status = ?self.record.final_status, disposition = ?self.record.disposition, "call ended");
-        env.records.push(self.record.clone());
+        // The last snapshot: nothing reads the record of an ended call again.
+        let stub = ended_stub(&self.record);
+        env.records.push(std::mem::replace(&mut self.record, stub));
+        // Only retransmission absorption is left (the branches' and our other client
+        // transactions, the ACKs we sent, the dialogs to acknowledge a 2xx still in flight):
+        // what built offers, answers and refreshes goes now, warm, rather than when the call
+        // is dropped ~32 s later.
+        self.a.offer = None;
+        self.a.peer.last_sdp = None;
+        if let Some(b) = &mut self.b {
+            b.last_sdp = None;
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1049,7 +1093,7 @@ impl Call {
     fn ack_and_bye(&mut self, env: &mut Env<'_>, i: usize, r: &Response) {
         let b = &mut self.branches[i];
         b.answered = true;
-        let Ok(mut d) = Dialog::new_uac(&b.invite, r) else {
+        let Ok(mut d) = Dialog::new_uac(b.invite(), r) else {
             return;
         };
         let mut ack = d.ack(1);
@@ -1106,7 +1150,7 @@ impl Call {
             self.ack_and_bye(env, i, &r);
             return;
         }
-        let Ok(dialog) = Dialog::new_uac(&self.branches[i].invite, &r) else {
+        let Ok(dialog) = Dialog::new_uac(self.branches[i].invite(), &r) else {
             warn!("2xx without a usable Contact; branch dropped");
             self.ack_and_bye(env, i, &r);
             self.on_branch_failure(env, i, 502, None);
@@ -1164,7 +1208,10 @@ impl Call {
             local: branch.local.clone(),
             allows_update: allows(&r.headers, "UPDATE"),
             timer: terms_b.map(|t| SessionTimer::start(env.now, t)),
-            last_sdp: (!branch.invite.body.is_empty()).then(|| branch.invite.body.clone()),
+            last_sdp: {
+                let body = &branch.invite().body;
+                (!body.is_empty()).then(|| body.clone())
+            },
             last_ack: None,
         });
         self.record.answered_by = Some(branch.contact.clone());
@@ -1540,24 +1587,46 @@ impl Call {
         }
     }
 
-    /// The earliest deadline of the call.
+    /// The earliest deadline of the call, as of the last [`Call::update_deadline`].
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Recomputes [`Call::poll_timeout`]; the manager calls it after every input to the call.
+    pub(crate) fn update_deadline(&mut self) {
+        self.deadline = self.next_deadline();
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
         let phase = match &self.phase {
             Phase::Ringing(r) => Some(r.no_answer_at),
             Phase::Active(a) => a.media_check_at,
             Phase::Ended(e) => Some(e.linger_until),
         };
-        let timers = [Leg::A, Leg::B]
+        fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, None) => a,
+                (None, b) => b,
+            }
+        }
+        let mut at = phase;
+        for b in &self.branches {
+            at = earliest(at, b.txn.poll_timeout());
+        }
+        for t in &self.txns {
+            at = earliest(at, t.txn.poll_timeout());
+        }
+        for p in &self.pending_acks {
+            at = earliest(at, Some(p.next.min(p.give_up)));
+        }
+        for t in [self.a.peer.timer, self.b.as_ref().and_then(|p| p.timer)]
             .into_iter()
-            .filter_map(|l| self.peer(l).and_then(|p| p.timer))
-            .flat_map(|t| [t.refresh_at, Some(t.expires_at)]);
-        phase
-            .into_iter()
-            .chain(self.branches.iter().filter_map(|b| b.txn.poll_timeout()))
-            .chain(self.txns.iter().filter_map(|t| t.txn.poll_timeout()))
-            .chain(self.pending_acks.iter().map(|p| p.next.min(p.give_up)))
-            .chain(timers.flatten())
-            .min()
+            .flatten()
+        {
+            at = earliest(at, earliest(t.refresh_at, Some(t.expires_at)));
+        }
+        at
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1862,7 +1931,7 @@ impl Call {
             from: leg,
             method: req.method.clone(),
             server_key,
-            request: req.clone(),
+            request: answer_template(req),
             respond_to,
             offer: has_offer,
             far_cseq,
@@ -2101,7 +2170,10 @@ fn caller_device(inv: &Request, source: &Source) -> String {
         TransportKind::Ws => "ws",
         TransportKind::Wss => "wss",
     };
-    let mut s = format!("{transport}:{}", source.peer);
+    let mut s = String::with_capacity(80);
+    s.push_str(transport);
+    s.push(':');
+    push_socket_addr(&mut s, source.peer);
     if let Some(ua) = inv.headers.get(&HeaderName::UserAgent) {
         let ua: String = ua.chars().filter(|c| !c.is_control()).take(64).collect();
         s.push(' ');
@@ -2116,4 +2188,37 @@ pub(crate) fn contact_instance(req: &Request) -> Option<String> {
     let n = NameAddr::parse(v).ok()?;
     let inst = n.params.get("+sip.instance").flatten()?;
     Some(inst.trim_matches('"').to_owned())
+}
+
+/// `sip:user@host` (`user` already escaped).
+pub(crate) fn sip_uri(user: &str, host: &str) -> String {
+    let mut u = String::with_capacity(5 + user.len() + host.len());
+    u.push_str("sip:");
+    u.push_str(user);
+    u.push('@');
+    u.push_str(host);
+    u
+}
+
+/// What an ended call keeps of its record once the last snapshot is out: its state, no
+/// strings.
+fn ended_stub(r: &CallRecord) -> CallRecord {
+    CallRecord {
+        id: String::new(),
+        caller: String::new(),
+        caller_device: String::new(),
+        callee_dialled: String::new(),
+        callee: None,
+        devices_tried: Vec::new(),
+        answered_by: None,
+        start_unix_ms: r.start_unix_ms,
+        answer_unix_ms: r.answer_unix_ms,
+        end_unix_ms: r.end_unix_ms,
+        state: r.state,
+        disposition: r.disposition,
+        final_status: r.final_status,
+        end_reason: r.end_reason,
+        media: None,
+        sip_call_id: String::new(),
+    }
 }

@@ -517,23 +517,19 @@ impl CallManager {
         let key = CallKey(self.next_key.fetch_add(1, Ordering::Relaxed));
         let to_uri = match gr {
             Some(_) => dialled.clone(),
-            None => format!(
-                "sip:{}@{}",
-                b2bua::escape_user(&callee.user),
-                self.settings.domain
-            ),
+            None => b2bua::sip_uri(&b2bua::escape_user(&callee.user), &self.settings.domain),
         };
         let setup = Setup {
             record_id: self.ids.record_id(),
             invite: req,
-            server_key: inc.server_key.clone(),
+            server_key: inc.server_key,
             source: inc.source,
             respond_to: inc.respond_to,
-            local_tag: inc.local_tag.clone(),
+            local_tag: inc.local_tag,
             caller: inc.who.user().to_owned(),
             caller_display: None,
-            callee: callee.user.clone(),
-            dialled: dialled.clone(),
+            callee: callee.user,
+            dialled,
             to_uri,
             targets,
         };
@@ -581,7 +577,7 @@ impl CallManager {
     }
 
     /// After input to call `key`: drops it if finished (returning its Call-IDs to unindex), else
-    /// schedules its deadline if it moved.
+    /// recomputes its deadline and schedules it if it moved.
     fn settle(
         &self,
         shard: &mut CallShard,
@@ -589,7 +585,7 @@ impl CallManager {
         now: Instant,
         before: Option<Instant>,
     ) -> Vec<String> {
-        let Some(call) = shard.calls.get(&key) else {
+        let Some(call) = shard.calls.get_mut(&key) else {
             return Vec::new();
         };
         if call.is_finished(now) {
@@ -598,6 +594,7 @@ impl CallManager {
             self.live.fetch_sub(1, Ordering::Relaxed);
             return ids;
         }
+        call.update_deadline();
         if let Some(at) = call.poll_timeout() {
             if before != Some(at) {
                 shard.timers.push(TimerEntry { at, key });
@@ -722,7 +719,9 @@ impl CallManager {
                     removed.extend(self.settle(&mut shard, key, now, None));
                 }
             }
-            self.unindex(removed);
+            if !removed.is_empty() {
+                self.unindex(removed);
+            }
             self.push_records(records);
         }
         let mut sweep = self.next_sweep.lock();

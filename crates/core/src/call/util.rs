@@ -1,10 +1,14 @@
 //! Small pure helpers of the call core: identifiers, our Via/Contact, RFC 4028 header parsing,
 //! RFC 3261 §16.7 response selection.
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use confab_sip::{Destination, HeaderName, Headers, Request, Response, Source, TransportKind, Via};
+use bytes::Bytes;
+use confab_sip::{
+    Destination, HeaderName, Headers, Request, Response, Source, TransportKind, Uri, Via,
+};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -101,21 +105,36 @@ impl Local {
                     .fallback_ip
                     .map(|ip| SocketAddr::new(ip, local.port()))
             });
-        let sent_by = match addr.map(|a| (a.ip(), a.port())) {
-            Some((IpAddr::V4(ip), port)) => format!("{ip}:{port}"),
-            Some((IpAddr::V6(ip), port)) => format!("[{ip}]:{port}"),
-            None => format!("{}:{}", settings.domain, local.port()),
-        };
+        let mut sent_by = String::with_capacity(48);
+        match addr {
+            Some(a @ SocketAddr::V4(_)) => push_socket_addr(&mut sent_by, a),
+            // Without the scope id `SocketAddrV6`'s Display would add.
+            Some(a) => {
+                let _ = write!(sent_by, "[{}]:{}", a.ip(), a.port());
+            }
+            None => {
+                sent_by.push_str(&settings.domain);
+                sent_by.push(':');
+                push_u64(&mut sent_by, u64::from(local.port()));
+            }
+        }
         Self { transport, sent_by }
     }
 
     /// A fresh top Via for a request we send (RFC 3261 §8.1.1.7, RFC 3581 rport).
     pub(crate) fn via(&self, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            self.transport.via_token(),
-            self.sent_by
-        )
+        let token = self.transport.via_token();
+        let mut v = String::with_capacity(
+            "SIP/2.0/ ;branch=;rport".len() + token.len() + self.sent_by.len() + branch.len(),
+        );
+        v.push_str("SIP/2.0/");
+        v.push_str(token);
+        v.push(' ');
+        v.push_str(&self.sent_by);
+        v.push_str(";branch=");
+        v.push_str(branch);
+        v.push_str(";rport");
+        v
     }
 
     /// Our Contact value on this flow.
@@ -127,7 +146,12 @@ impl Local {
             TransportKind::Ws => ";transport=ws",
             TransportKind::Wss => ";transport=wss",
         };
-        format!("<sip:{}{param}>", self.sent_by)
+        let mut c = String::with_capacity("<sip:>".len() + self.sent_by.len() + param.len());
+        c.push_str("<sip:");
+        c.push_str(&self.sent_by);
+        c.push_str(param);
+        c.push('>');
+        c
     }
 }
 
@@ -248,8 +272,15 @@ pub(crate) fn set_to_tag(resp: &mut Response, tag: &str) {
     let Some(line) = resp.headers.0.iter_mut().find(|h| h.name == HeaderName::To) else {
         return;
     };
-    let has_tag = confab_sip::NameAddr::parse_tag(&line.value)
-        .map_or_else(|_| line.value.contains(";tag="), |t| t.is_some());
+    // No `tag` anywhere (the usual initial INVITE): no tag parameter, nothing to parse.
+    let maybe_tag = line
+        .value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"tag"));
+    let has_tag = maybe_tag
+        && confab_sip::NameAddr::parse_tag(&line.value)
+            .map_or_else(|_| line.value.contains(";tag="), |t| t.is_some());
     if !has_tag {
         let end = line.value.trim_end().len();
         line.value.truncate(end);
@@ -281,6 +312,84 @@ pub(crate) fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
 
+/// What answering `req` later needs: the headers a response copies (RFC 3261 §8.2.6.2) and
+/// the RFC 4028 ones its answer is built from. No body, no other header, and an empty
+/// Request-URI: only for [`Response::for_request`], [`Request::call_id`], [`Request::cseq`]
+/// and the Supported/Require/Session-Expires/Min-SE look-ups, never to be sent.
+pub(crate) fn answer_template(req: &Request) -> Request {
+    let keep = |n: &HeaderName| {
+        matches!(
+            n,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+                | HeaderName::Supported
+                | HeaderName::Require
+                | HeaderName::SessionExpires
+                | HeaderName::MinSe
+        )
+    };
+    let n = req.headers.iter().filter(|h| keep(&h.name)).count();
+    let mut headers = Headers(Vec::with_capacity(n));
+    headers
+        .0
+        .extend(req.headers.iter().filter(|h| keep(&h.name)).cloned());
+    Request {
+        method: req.method.clone(),
+        uri: Uri::Other {
+            scheme: String::new(),
+            rest: String::new(),
+        },
+        headers,
+        body: Bytes::new(),
+    }
+}
+
+/// Appends `n` in decimal (no `format!`/`to_string`: this runs several times per call).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(d as char);
+    }
+}
+
+/// Appends `addr` as its `Display` writes it, IPv4 without the formatting machinery.
+pub(crate) fn push_socket_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            for (i, o) in a.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_u64(out, u64::from(o));
+            }
+            out.push(':');
+            push_u64(out, u64::from(a.port()));
+        }
+        SocketAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
+/// `n` in decimal, as a header value.
+pub(crate) fn u64_string(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_u64(&mut s, n);
+    s
+}
+
 /// Appends `bytes` as lower-case hex (no `format!` per byte: this runs several times per call).
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -303,6 +412,56 @@ mod tests {
         assert_eq!(session_expires(&h), None);
         h.push(HeaderName::MinSe, "90");
         assert_eq!(min_se(&h), Some(90));
+    }
+
+    #[test]
+    fn socket_addr_without_format() {
+        for a in [
+            "192.0.2.10:5060",
+            "0.0.0.0:1",
+            "255.255.255.255:65535",
+            "[2001:db8::1]:5061",
+            "[fe80::1%2]:5060",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut s = String::new();
+            push_socket_addr(&mut s, a);
+            assert_eq!(s, a.to_string());
+        }
+    }
+
+    #[test]
+    fn to_tag_added_only_when_missing() {
+        let resp = |to: &str| Response {
+            status: confab_sip::StatusCode(200),
+            reason: "OK".to_owned(),
+            headers: {
+                let mut h = Headers::new();
+                h.push(HeaderName::To, to);
+                h
+            },
+            body: Bytes::new(),
+        };
+        for (to, want) in [
+            ("<sip:bob@example.com>", "<sip:bob@example.com>;tag=t1"),
+            ("<sip:bob@example.com>;tag=x", "<sip:bob@example.com>;tag=x"),
+            ("<sip:bob@example.com>;TAG=x", "<sip:bob@example.com>;TAG=x"),
+            (
+                "<sip:tagger@example.com> ",
+                "<sip:tagger@example.com>;tag=t1",
+            ),
+        ] {
+            let mut r = resp(to);
+            set_to_tag(&mut r, "t1");
+            assert_eq!(r.headers.get(&HeaderName::To), Some(want), "{to}");
+        }
+    }
+
+    #[test]
+    fn decimal_without_format() {
+        for n in [0, 7, 10, 99, 1800, 65535, u64::MAX] {
+            assert_eq!(u64_string(n), n.to_string());
+        }
     }
 
     #[test]
