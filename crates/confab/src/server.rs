@@ -677,6 +677,7 @@ fn net_config(config: &Config) -> NetConfig {
         max_message_size: config.sip.max_message_size,
         max_connections_per_ip: config.sip.max_connections_per_ip as usize,
         idle_timeout: Duration::from_secs(config.sip.connection_idle_timeout_secs),
+        udp_batch_window: Duration::from_micros(config.sip.udp_batch_window_us),
         ..NetConfig::default()
     }
 }

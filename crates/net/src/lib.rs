@@ -92,6 +92,9 @@ pub struct NetConfig {
     pub send_queue_len: usize,
     /// Time allowed for a TCP connect, a TLS handshake or a WebSocket handshake.
     pub handshake_timeout: Duration,
+    /// Under load, each UDP socket is read at most once per this interval, so a wake-up takes
+    /// a batch (see `udp`); zero reads every datagram as soon as it arrives.
+    pub udp_batch_window: Duration,
 }
 
 impl Default for NetConfig {
@@ -112,6 +115,7 @@ impl Default for NetConfig {
             idle_timeout: Duration::from_secs(900),
             send_queue_len: 256,
             handshake_timeout: Duration::from_secs(10),
+            udp_batch_window: Duration::ZERO,
         }
     }
 }
