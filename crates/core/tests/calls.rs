@@ -1962,3 +1962,74 @@ fn random_interleavings_never_leak_ports_or_calls() {
         );
     }
 }
+
+#[test]
+fn device_422_gets_the_invite_again_with_its_min_se_once_rfc4028_s7_4() {
+    let mut net = Net::new();
+    let (_caller, d1, d2) = ringing_call(&mut net, Some(&sdp("198.51.100.7", 4000, "sendrecv")));
+    let first = d1.invite.clone();
+    let too_small = d1.respond(422, None, &["Min-SE: 3600"]);
+    let out = net.deliver(&too_small, &d1.flow);
+    assert_eq!(requests(&out, "ACK").len(), 1, "{:?}", dump(&out));
+    assert!(with_status(&out, 422).is_empty(), "the caller sees nothing");
+    let again = requests(&out, "INVITE");
+    assert_eq!(again.len(), 1, "{:?}", dump(&out));
+    let (to, again) = again[0].clone();
+    assert_eq!(to.addr, d1.flow.peer);
+    assert_eq!(again.call_id(), first.call_id());
+    assert_eq!(again.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+    assert_ne!(
+        again.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
+    assert_eq!(again.headers.get(&HeaderName::SessionExpires), Some("3600"));
+    assert_eq!(again.headers.get(&HeaderName::MinSe), Some("3600"));
+    assert_eq!(again.body, first.body, "the same offer");
+
+    // A retransmitted 422 is ACKed again and sends nothing else.
+    let out = net.deliver(&too_small, &d1.flow);
+    assert_eq!(requests(&out, "ACK").len(), 1, "{:?}", dump(&out));
+    assert!(requests(&out, "INVITE").is_empty());
+
+    // A second 422 is an ordinary failure: no third INVITE.
+    let retried = Device::new(again, "desk", &bob_desk());
+    let out = net.deliver(
+        &retried.respond(422, None, &["Min-SE: 7200"]),
+        &retried.flow,
+    );
+    assert!(requests(&out, "INVITE").is_empty(), "{:?}", dump(&out));
+    assert_eq!(requests(&out, "ACK").len(), 1);
+
+    // The other device answers: the call goes on as usual.
+    let out = net.deliver(
+        &d2.respond(200, Some(&sdp("10.0.0.6", 5002, "sendrecv")), &[]),
+        &d2.flow,
+    );
+    assert_eq!(with_status(&out, 200).len(), 1, "{:?}", dump(&out));
+    // Nothing of the call is left once it is over (here: the caller never ACKs).
+    net.settle();
+}
+
+#[test]
+fn device_422_answered_after_the_retry_connects_the_call() {
+    let mut net = Net::new();
+    let (_caller, d1, d2) = ringing_call(&mut net, Some(&sdp("198.51.100.7", 4000, "sendrecv")));
+    let out = net.deliver(&d1.respond(422, None, &["Min-SE: 1900"]), &d1.flow);
+    let (_, again) = requests(&out, "INVITE").pop().expect("INVITE again");
+    let retried = Device::new(again, "desk", &bob_desk());
+    let out = net.deliver(
+        &retried.respond(
+            200,
+            Some(&sdp("10.0.0.5", 5000, "sendrecv")),
+            &["Session-Expires: 1900;refresher=uac"],
+        ),
+        &retried.flow,
+    );
+    assert_eq!(with_status(&out, 200).len(), 1, "{:?}", dump(&out));
+    assert_eq!(
+        requests(&out, "CANCEL").len(),
+        1,
+        "the other device stops ringing"
+    );
+    let _ = d2;
+}

@@ -177,6 +177,10 @@ enum Cancel {
     Sent,
 }
 
+/// The longest session interval a device's 422 can make us ask for (RFC 4028 sets no bound;
+/// a day is far past any phone's).
+const MAX_RETRY_MIN_SE_SECS: u64 = 86_400;
+
 /// One alerted device.
 #[derive(Debug)]
 struct Branch {
@@ -192,6 +196,8 @@ struct Branch {
     answered: bool,
     /// The ACK we sent for this branch's 2xx (the winner's, or a loser's before its BYE).
     ack: Option<Bytes>,
+    /// The device answered 422 once and the INVITE went again with its Min-SE.
+    retried_422: bool,
 }
 
 impl Branch {
@@ -259,6 +265,9 @@ enum Purpose {
     Relay(u64),
     /// Our own session refresh (RFC 4028 §10).
     Refresh,
+    /// A branch INVITE answered 422 and sent again: kept only so that a retransmitted 422
+    /// is ACKed again.
+    Superseded,
 }
 
 /// A client transaction of the call other than the branch INVITEs.
@@ -688,6 +697,7 @@ impl Call {
             final_status: None,
             answered: false,
             ack: None,
+            retried_422: false,
         });
     }
 
@@ -1036,6 +1046,9 @@ impl Call {
                 }
                 TransactionEvent::Final(r) => {
                     let status = r.status.0;
+                    if status == 422 && self.retry_after_422(env, i, &r) {
+                        continue;
+                    }
                     self.on_branch_failure(env, i, status, Some(r))
                 }
                 // RFC 3261 §16.7 step 2 (treated like the proxy does): a branch that timed out
@@ -1043,6 +1056,60 @@ impl Call {
                 _ => self.on_branch_failure(env, i, 408, None),
             }
         }
+    }
+
+    /// RFC 4028 §7.4, as the UAC of leg B: a 422 names the device's Min-SE, larger than the
+    /// interval we asked for; the INVITE goes again, once, with that interval (a new branch
+    /// and the next CSeq). The answered transaction stays, to ACK a retransmitted 422. False:
+    /// the 422 is an ordinary failure of the branch.
+    fn retry_after_422(&mut self, env: &mut Env<'_>, i: usize, r: &Response) -> bool {
+        let b = &self.branches[i];
+        if b.retried_422 || !matches!(b.cancel, Cancel::No) || !self.is_ringing() {
+            return false;
+        }
+        let Some(min) = min_se(&r.headers) else {
+            return false;
+        };
+        let asked = session_expires(&b.invite().headers).map(|(secs, _)| secs);
+        if asked.is_some_and(|a| min <= a) || min > MAX_RETRY_MIN_SE_SECS {
+            return false;
+        }
+        let Ok(cseq) = b.invite().cseq() else {
+            return false;
+        };
+        let mut req = b.invite().clone();
+        req.headers
+            .set(HeaderName::Via, b.local.via(&env.ids.branch()));
+        req.headers.set(
+            HeaderName::CSeq,
+            format!("{} INVITE", cseq.seq.saturating_add(1)),
+        );
+        req.headers.set(HeaderName::SessionExpires, u64_string(min));
+        req.headers.set(HeaderName::MinSe, u64_string(min));
+        let Ok(key) = TransactionKey::client_for_request(&req) else {
+            return false;
+        };
+        let destination = b.destination;
+        let mut txn = ClientInvite::new(env.now, req, destination.transport, env.settings.timers);
+        while let Some(m) = txn.poll_transmit() {
+            send(env, destination, &m);
+        }
+        debug!(contact = %b.contact, min_se = min, "device wants a longer session interval (422): INVITE again");
+        let b = &mut self.branches[i];
+        let answered = std::mem::replace(&mut b.txn, txn);
+        let answered_key = std::mem::replace(&mut b.key, key);
+        b.retried_422 = true;
+        self.txns.push(ClientTx {
+            key: answered_key,
+            leg: Leg::B,
+            method: Method::Invite,
+            cseq: cseq.seq,
+            txn: Txn::Invite(answered),
+            destination,
+            purpose: Purpose::Superseded,
+            answered: false,
+        });
+        true
     }
 
     fn on_branch_provisional(&mut self, env: &mut Env<'_>, i: usize, r: Response) {
@@ -1480,7 +1547,7 @@ impl Call {
                 }
             }
             match purpose {
-                Purpose::Cancel | Purpose::Bye => {}
+                Purpose::Cancel | Purpose::Bye | Purpose::Superseded => {}
                 Purpose::Relay(id) => self.on_relay_event(env, id, e),
                 Purpose::Refresh => self.on_refresh_event(env, leg, &method, cseq, e),
             }
