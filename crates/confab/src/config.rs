@@ -1074,6 +1074,18 @@ mod tests {
     }
 
     #[test]
+    fn udp_batch_window_is_bounded_and_zero_turns_it_off() {
+        let e = error("[sip]\nudp_batch_window_us = 200000\n", &[]);
+        assert!(e.contains("sip.udp_batch_window_us"), "{e}");
+        assert!(e.contains("0 to 100000"), "{e}");
+        let off = from("[sip]\nudp_batch_window_us = 0\n").unwrap();
+        assert_eq!(off.sip.udp_batch_window_us, 0);
+        let by_env =
+            Config::from_sources(None, env(&[("CONFAB_SIP__UDP_BATCH_WINDOW_US", "500")])).unwrap();
+        assert_eq!(by_env.sip.udp_batch_window_us, 500);
+    }
+
+    #[test]
     fn config_round_trips_through_toml() {
         let mut config = Config::default();
         config.sip.advertised_address = Some("127.0.0.1".into());
