@@ -2033,3 +2033,41 @@ fn device_422_answered_after_the_retry_connects_the_call() {
     );
     let _ = d2;
 }
+
+#[test]
+fn provisional_response_to_a_relayed_reinvite_reaches_its_sender_without_sdp() {
+    let mut net = Net::new();
+    let (mut caller, d1) = answered_call(&mut net);
+    let out = net.deliver(
+        &caller.request("INVITE", Some(&sdp("198.51.100.7", 4100, "sendonly")), &[]),
+        &caller.flow,
+    );
+    let (_, reinv) = requests(&out, "INVITE").pop().expect("re-INVITE relayed");
+    let ringing = respond_to(
+        &reinv,
+        183,
+        &d1.tag,
+        &d1.contact,
+        Some(&sdp("10.0.0.5", 5002, "recvonly")),
+        &[],
+    );
+    let out = net.deliver(&ringing, &d1.flow);
+    let progress = with_status(&out, 183);
+    assert_eq!(progress.len(), 1, "{:?}", dump(&out));
+    assert_eq!(progress[0].call_id(), caller.call_id);
+    assert!(
+        progress[0].body.is_empty(),
+        "no SDP in the relayed provisional"
+    );
+    // The final answer still completes the re-INVITE.
+    let ok = respond_to(
+        &reinv,
+        200,
+        &d1.tag,
+        &d1.contact,
+        Some(&sdp("10.0.0.5", 5002, "recvonly")),
+        &[],
+    );
+    let out = net.deliver(&ok, &d1.flow);
+    assert_eq!(with_status(&out, 200).len(), 1, "{:?}", dump(&out));
+}

@@ -2012,7 +2012,20 @@ impl Call {
             return;
         };
         match e {
-            TransactionEvent::Provisional(_) => {}
+            // A relayed re-INVITE's progress (180, 183...) goes back to the side that sent it,
+            // as a proxy would pass it; without a body: an SDP in an unreliable provisional
+            // is not an answer the other leg could rely on (no 100rel yet).
+            TransactionEvent::Provisional(r) => {
+                let relay = &self.relays[pos];
+                if relay.method == Method::Invite && r.status.0 > 100 {
+                    let response = reply_to(&relay.request, r.status.0, Some(&r.reason), "");
+                    env.out.push(CallOutput::Respond {
+                        key: relay.server_key.clone(),
+                        response,
+                        destination: relay.respond_to,
+                    });
+                }
+            }
             TransactionEvent::Final(r) if r.status.is_success() => {
                 let relay = self.relays.remove(pos);
                 self.relay_success(env, relay, r);
