@@ -59,9 +59,9 @@ connection_idle_timeout_secs = 900
 # Keep NAT bindings of UDP devices open: a keep-alive to each registered UDP flow this often,
 # seconds (0 disables).
 nat_keepalive_secs = 25
-# Under load, a UDP socket is read at most once per this many microseconds, so one wake-up
-# takes a batch of datagrams instead of one: less CPU per call for up to this much added
-# latency, and only while datagrams arrive closer together than this (0 reads each at once).
+# While a UDP socket is busy (datagrams arriving faster than one per window), it is read at
+# most once per this many microseconds, so one wake-up takes a batch of datagrams: less CPU
+# per call for up to this much added latency. A quiet socket reads at once (0: never pace).
 udp_batch_window_us = 3000
 
 [tls]

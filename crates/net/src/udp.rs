@@ -152,7 +152,7 @@ fn receive_loop(shared: &Shared, endpoint: &UdpEndpoint, handler: &dyn Handler) 
         };
         let received_at = Instant::now();
         // A full batch may have left more queued: read again at once.
-        pacing.read_at(received_at, count < RECV_BATCH);
+        pacing.read_at(received_at, count, count < RECV_BATCH);
         for index in 0..count {
             let (datagram, peer) = batch.datagram(index);
             let Some(peer) = peer else {
@@ -169,26 +169,40 @@ fn receive_loop(shared: &Shared, endpoint: &UdpEndpoint, handler: &dyn Handler) 
     tracing::debug!(local = %endpoint.local, "UDP receive thread stopped");
 }
 
-/// Spaces a receive thread's reads at least `window` apart, so that under load one wake-up
-/// takes every datagram of a window with one `recvmmsg` (and its answers leave with one
-/// `sendmmsg`) instead of a sleep, a wake-up and a pair of system calls per datagram. On this
-/// machine's VMs a wake-up costs more than handling a SIP message, both for this thread and for
-/// the peer its sends wake: at 300 calls/s, a 3 ms window cut the thread's CPU per call by
-/// about a quarter (bench/README.md). The price is latency, only under load: a datagram that
-/// arrives within `window` of the previous read waits for the window's end, at most `window`.
-/// A datagram after a quiet spell is read at once, and so is the rest of a queue a full batch
-/// left behind.
+/// Spaces a receive thread's reads at least `window` apart while the socket is busy, so that
+/// one wake-up takes every datagram of a window with one `recvmmsg` (and its answers leave with
+/// one `sendmmsg`) instead of a sleep, a wake-up and a pair of system calls per datagram. On
+/// this machine's VMs a wake-up costs more than handling a SIP message, both for this thread
+/// and for the peer its sends wake: at 300 calls/s, a 3 ms window cut the thread's CPU per call
+/// by about a quarter (bench/README.md).
+///
+/// The price is latency, so it is paid only under load: the socket counts as busy while
+/// datagrams arrive faster than one per window (measured over [`RATE_SLOT`]s). Then a
+/// datagram that arrives within `window` of the previous read waits for the window's end, at
+/// most `window`. A quiet socket (a few calls) reads every datagram at once, and a full batch
+/// is always followed by another read at once: pacing never caps the rate, only the wake-ups.
 #[derive(Debug)]
 struct ReadPacing {
     window: Duration,
     last_read: Option<Instant>,
+    /// The current rate slot: when it started and the datagrams read in it so far.
+    slot_start: Option<Instant>,
+    slot_datagrams: u64,
+    /// The previous slot (if it ended just before the current one) was busy.
+    was_busy: bool,
 }
+
+/// The span over which the arrival rate is measured.
+const RATE_SLOT: Duration = Duration::from_millis(100);
 
 impl ReadPacing {
     fn new(window: Duration) -> Self {
         Self {
             window,
             last_read: None,
+            slot_start: None,
+            slot_datagrams: 0,
+            was_busy: false,
         }
     }
 
@@ -202,13 +216,38 @@ impl ReadPacing {
         }
     }
 
-    /// After a read that returned datagrams at `at`; `drained`: it took everything queued, so
-    /// the next read would wait. A read that may have left datagrams queued opens no window:
-    /// pacing must never cap the rate a socket is read at, only the wake-ups.
-    fn read_at(&mut self, at: Instant, drained: bool) {
-        if !self.window.is_zero() && drained {
+    /// After a read that returned `datagrams` at `at`; `drained`: it took everything queued,
+    /// so the next read would wait. Opens a window when the socket is busy and drained.
+    fn read_at(&mut self, at: Instant, datagrams: usize, drained: bool) {
+        if self.window.is_zero() {
+            return;
+        }
+        let datagrams = datagrams as u64;
+        match self.slot_start {
+            Some(start) if at.saturating_duration_since(start) < RATE_SLOT => {
+                self.slot_datagrams += datagrams;
+            }
+            Some(start) => {
+                // A slot that ended long ago says nothing about now.
+                let adjacent = at.saturating_duration_since(start) < 2 * RATE_SLOT;
+                self.was_busy = adjacent && self.is_busy_count(self.slot_datagrams);
+                self.slot_start = Some(at);
+                self.slot_datagrams = datagrams;
+            }
+            None => {
+                self.slot_start = Some(at);
+                self.slot_datagrams = datagrams;
+            }
+        }
+        let busy = self.was_busy || self.is_busy_count(self.slot_datagrams);
+        if busy && drained {
             self.last_read = Some(at);
         }
+    }
+
+    /// More datagrams in one slot than windows fit in it: more than one per window.
+    fn is_busy_count(&self, datagrams: u64) -> bool {
+        u128::from(datagrams) * self.window.as_nanos() > RATE_SLOT.as_nanos()
     }
 }
 
@@ -644,49 +683,81 @@ mod tests {
 mod pacing_tests {
     use super::*;
 
+    const WINDOW: Duration = Duration::from_millis(3);
+
     fn slept(pacing: &mut ReadPacing, now: Instant) -> Option<Duration> {
         let mut slept = None;
         pacing.wait(now, |d| slept = Some(d));
         slept
     }
 
-    #[test]
-    fn a_read_soon_after_another_waits_for_the_window_to_end() {
-        let t0 = Instant::now();
-        let mut pacing = ReadPacing::new(Duration::from_millis(3));
-        assert_eq!(slept(&mut pacing, t0), None, "the first read is at once");
-        pacing.read_at(t0, true);
-        assert_eq!(
-            slept(&mut pacing, t0 + Duration::from_millis(1)),
-            Some(Duration::from_millis(2))
-        );
-        // Waited once: the read that follows (even one that found nothing) opens no window.
-        assert_eq!(slept(&mut pacing, t0 + Duration::from_millis(3)), None);
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Reads of `per_read` datagrams every `every` until `until`: a busy socket.
+    fn load(pacing: &mut ReadPacing, t0: Instant, every: Duration, until: Duration) -> Instant {
+        let mut t = t0;
+        while t < t0 + until {
+            slept(pacing, t);
+            pacing.read_at(t, 4, true);
+            t += every;
+        }
+        t
     }
 
     #[test]
-    fn a_read_after_a_quiet_spell_is_at_once() {
+    fn a_quiet_socket_reads_at_once() {
         let t0 = Instant::now();
-        let mut pacing = ReadPacing::new(Duration::from_millis(3));
-        pacing.read_at(t0, true);
-        assert_eq!(slept(&mut pacing, t0 + Duration::from_millis(3)), None);
-        pacing.read_at(t0 + Duration::from_millis(10), true);
-        assert_eq!(slept(&mut pacing, t0 + Duration::from_millis(20)), None);
+        let mut pacing = ReadPacing::new(WINDOW);
+        // One call's set-up: a handful of datagrams a millisecond apart.
+        for i in 0..10 {
+            assert_eq!(slept(&mut pacing, t0 + ms(i)), None, "read {i}");
+            pacing.read_at(t0 + ms(i), 1, true);
+        }
+    }
+
+    #[test]
+    fn a_busy_socket_waits_for_the_window_to_end() {
+        let t0 = Instant::now();
+        let mut pacing = ReadPacing::new(WINDOW);
+        // 4 datagrams per millisecond: far more than one per window.
+        let t = load(&mut pacing, t0, ms(1), ms(150));
+        slept(&mut pacing, t);
+        pacing.read_at(t, 4, true);
+        assert_eq!(slept(&mut pacing, t + ms(1)), Some(ms(2)));
+        // Waited once: the read that follows (even one that found nothing) opens no window.
+        assert_eq!(slept(&mut pacing, t + ms(3)), None);
     }
 
     #[test]
     fn a_full_batch_is_followed_by_a_read_at_once() {
         let t0 = Instant::now();
-        let mut pacing = ReadPacing::new(Duration::from_millis(3));
-        pacing.read_at(t0, false);
-        assert_eq!(slept(&mut pacing, t0 + Duration::from_micros(10)), None);
+        let mut pacing = ReadPacing::new(WINDOW);
+        let t = load(&mut pacing, t0, ms(1), ms(150));
+        slept(&mut pacing, t);
+        pacing.read_at(t, RECV_BATCH, false);
+        assert_eq!(slept(&mut pacing, t + Duration::from_micros(10)), None);
+    }
+
+    #[test]
+    fn pacing_ends_after_a_quiet_spell() {
+        let t0 = Instant::now();
+        let mut pacing = ReadPacing::new(WINDOW);
+        let t = load(&mut pacing, t0, ms(1), ms(150));
+        // Half a second later, a lone datagram: the old busy slot says nothing about now.
+        let later = t + ms(500);
+        slept(&mut pacing, later);
+        pacing.read_at(later, 1, true);
+        assert_eq!(slept(&mut pacing, later + ms(1)), None);
     }
 
     #[test]
     fn a_zero_window_never_waits() {
         let t0 = Instant::now();
         let mut pacing = ReadPacing::new(Duration::ZERO);
-        pacing.read_at(t0, true);
-        assert_eq!(slept(&mut pacing, t0), None);
+        let t = load(&mut pacing, t0, ms(1), ms(150));
+        pacing.read_at(t, 4, true);
+        assert_eq!(slept(&mut pacing, t), None);
     }
 }
