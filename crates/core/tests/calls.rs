@@ -2013,7 +2013,7 @@ fn device_422_gets_the_invite_again_with_its_min_se_once_rfc4028_s7_4() {
 #[test]
 fn device_422_answered_after_the_retry_connects_the_call() {
     let mut net = Net::new();
-    let (_caller, d1, d2) = ringing_call(&mut net, Some(&sdp("198.51.100.7", 4000, "sendrecv")));
+    let (_caller, d1, _d2) = ringing_call(&mut net, Some(&sdp("198.51.100.7", 4000, "sendrecv")));
     let out = net.deliver(&d1.respond(422, None, &["Min-SE: 1900"]), &d1.flow);
     let (_, again) = requests(&out, "INVITE").pop().expect("INVITE again");
     let retried = Device::new(again, "desk", &bob_desk());
@@ -2031,7 +2031,6 @@ fn device_422_answered_after_the_retry_connects_the_call() {
         1,
         "the other device stops ringing"
     );
-    let _ = d2;
 }
 
 #[test]

@@ -223,21 +223,17 @@ impl ReadPacing {
             return;
         }
         let datagrams = datagrams as u64;
-        match self.slot_start {
-            Some(start) if at.saturating_duration_since(start) < RATE_SLOT => {
-                self.slot_datagrams += datagrams;
-            }
-            Some(start) => {
-                // A slot that ended long ago says nothing about now.
-                let adjacent = at.saturating_duration_since(start) < 2 * RATE_SLOT;
-                self.was_busy = adjacent && self.is_busy_count(self.slot_datagrams);
-                self.slot_start = Some(at);
-                self.slot_datagrams = datagrams;
-            }
-            None => {
-                self.slot_start = Some(at);
-                self.slot_datagrams = datagrams;
-            }
+        let since_start = self
+            .slot_start
+            .map(|start| at.saturating_duration_since(start));
+        if since_start.is_some_and(|d| d < RATE_SLOT) {
+            self.slot_datagrams += datagrams;
+        } else {
+            // A new slot. A slot that ended long ago (or none) says nothing about now.
+            let adjacent = since_start.is_some_and(|d| d < 2 * RATE_SLOT);
+            self.was_busy = adjacent && self.is_busy_count(self.slot_datagrams);
+            self.slot_start = Some(at);
+            self.slot_datagrams = datagrams;
         }
         let busy = self.was_busy || self.is_busy_count(self.slot_datagrams);
         if busy && drained {
@@ -695,7 +691,7 @@ mod pacing_tests {
         Duration::from_millis(n)
     }
 
-    /// Reads of `per_read` datagrams every `every` until `until`: a busy socket.
+    /// Reads of 4 datagrams every `every` for `until`: a busy socket.
     fn load(pacing: &mut ReadPacing, t0: Instant, every: Duration, until: Duration) -> Instant {
         let mut t = t0;
         while t < t0 + until {

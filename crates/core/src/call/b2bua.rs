@@ -2019,11 +2019,7 @@ impl Call {
                 let relay = &self.relays[pos];
                 if relay.method == Method::Invite && r.status.0 > 100 {
                     let response = reply_to(&relay.request, r.status.0, Some(&r.reason), "");
-                    env.out.push(CallOutput::Respond {
-                        key: relay.server_key.clone(),
-                        response,
-                        destination: relay.respond_to,
-                    });
+                    Self::respond_relay(env, relay, response);
                 }
             }
             TransactionEvent::Final(r) if r.status.is_success() => {
@@ -2060,7 +2056,7 @@ impl Call {
                 resp.headers.push(HeaderName::ContentType, ct);
                 resp.body = r.body.clone();
             }
-            self.respond_relay(env, &relay, resp);
+            Self::respond_relay(env, &relay, resp);
             return;
         }
         // The SDP of the far side's 2xx: the answer to the relayed offer, or its own offer.
@@ -2092,7 +2088,7 @@ impl Call {
                 let mut resp = reply_to(&relay.request, 488, Some(&why), "");
                 resp.headers
                     .push(HeaderName::Warning, warning(&env.settings.domain, &why));
-                self.respond_relay(env, &relay, resp);
+                Self::respond_relay(env, &relay, resp);
                 self.hang_up(env, None);
                 self.end(env, EndReason::BadSdp, None);
                 return;
@@ -2114,7 +2110,7 @@ impl Call {
             let cseq = relay.request.cseq().map_or(0, |c| c.seq);
             self.expect_ack(env, x, cseq, &resp, relay.respond_to, forward);
         }
-        self.respond_relay(env, &relay, resp);
+        Self::respond_relay(env, &relay, resp);
     }
 
     fn relay_failure(&mut self, env: &mut Env<'_>, relay: Relay, status: u16, r: Option<Response>) {
@@ -2127,7 +2123,7 @@ impl Call {
         if let Some(r) = &r {
             copy_failure_headers(r, &mut resp);
         }
-        self.respond_relay(env, &relay, resp);
+        Self::respond_relay(env, &relay, resp);
         // RFC 5057 §5.1: 481 and 408 end the dialog usage; the call cannot go on.
         if matches!(status, 408 | 481) {
             warn!(status, "far leg is gone; ending the call");
@@ -2137,7 +2133,7 @@ impl Call {
         }
     }
 
-    fn respond_relay(&mut self, env: &mut Env<'_>, relay: &Relay, response: Response) {
+    fn respond_relay(env: &mut Env<'_>, relay: &Relay, response: Response) {
         env.out.push(CallOutput::Respond {
             key: relay.server_key.clone(),
             response,
